@@ -1,0 +1,194 @@
+"""`lvp`: the command line. The one place that knows every package.
+
+Every check on user input runs here, before Ray starts; a bad input ends with one
+line naming the problem and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+from engine.errors import InputError
+
+EXIT_INPUT = 2
+EXIT_FAILED = 1
+
+RENDER_EXAMPLES = """\
+examples:
+  lvp render --prompt "a red circle bouncing on a night background" --duration 60 --out out.mp4
+  lvp render --prompts story.txt --audio beat.wav --duration 10:00 --out out.mp4 --hls out_hls/
+  lvp render --prompt "a pink star dancing on the ocean" --audio song.mp3 --duration 1h \\
+             --size 512x288 --workers 4 --address auto --out dance.mp4
+
+a prompt schedule file has one prompt per line, 'MM:SS text' or 'HH:MM:SS text':
+  00:00 a red circle bouncing on a night background
+  01:30 a blue star spinning at sunset
+
+the world understands: colors red orange yellow green cyan blue purple pink white;
+shapes circle square triangle star; motions bouncing, drifting left/right, orbiting,
+spinning, pulsing, dancing (to the audio's beat), resting; backgrounds day night sunset
+meadow ocean.
+"""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit 2), not a usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="lvp", description="Long-video streaming generation.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    r = sub.add_parser("render", help="render a video (MP4 file and/or live HLS)",
+                       description="Render one continuous video from a prompt or a prompt "
+                                   "schedule: keyframes first, segments in parallel on Ray "
+                                   "actors, stitched with optical flow.",
+                       epilog=RENDER_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = r.add_argument_group("what to render")
+    prompt = what.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt", help="text prompt for the whole video")
+    prompt.add_argument("--prompts", type=Path, metavar="FILE",
+                        help="prompt schedule: lines of 'MM:SS text' or 'HH:MM:SS text'")
+    what.add_argument("--duration", required=True,
+                      help="video length: seconds (600), MM:SS, HH:MM:SS or 90s/10m/2h; max 24h")
+    what.add_argument("--image", type=Path, help="reference image (any format Pillow reads)")
+    what.add_argument("--audio", type=Path, help="audio track: drives 'dancing' and is muxed in")
+    what.add_argument("--audio-mode", choices=("loop", "pad"), default="loop",
+                      help="when the audio is shorter than the video (default: loop)")
+    what.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+
+    fmt = r.add_argument_group("format")
+    fmt.add_argument("--fps", type=int, default=30, help="frames per second, 1-60 (default: 30)")
+    fmt.add_argument("--size", default="256x256",
+                     help="WIDTHxHEIGHT, even, 64x64 to 3840x2160 (default: 256x256)")
+    fmt.add_argument("--crf", type=int, default=23, help="x264 quality, 0-51, lower is better")
+    fmt.add_argument("--encoder-preset", default="veryfast",
+                     choices=("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"),
+                     help="x264 speed preset (default: veryfast)")
+
+    out = r.add_argument_group("outputs")
+    out.add_argument("--out", type=Path, help="fragmented MP4 file (playable while written)")
+    out.add_argument("--hls", type=Path, metavar="DIR",
+                     help="HLS folder: stream.m3u8 plus .ts segments, watchable while rendering")
+    out.add_argument("--hls-segment-seconds", type=float, default=2.0,
+                     help="HLS segment length in seconds (default: 2)")
+    out.add_argument("--report", type=Path, help="run report JSON (default: next to the output)")
+    out.add_argument("--workdir", type=Path,
+                     help="replay memory and ledger folder (default: OUT.lvp or HLS/.lvp)")
+
+    eng = r.add_argument_group("engine")
+    eng.add_argument("--model", default="procedural", help="backend name (default: procedural)")
+    eng.add_argument("--workers", type=int, default=2,
+                     help="segment actors rendering in parallel (default: 2)")
+    eng.add_argument("--segment-seconds", type=int, default=5,
+                     help="seconds per segment, 1-60 (default: 5)")
+    eng.add_argument("--overlap", type=int, default=8,
+                     help="frames both neighbours render at a boundary, blended (default: 8)")
+    eng.add_argument("--blend", choices=("flow", "crossfade", "cut"), default="flow",
+                     help="how boundary overlaps are joined (default: flow)")
+    eng.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                     help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+    eng.add_argument("--metrics-port", type=int,
+                     help="serve Prometheus metrics on 127.0.0.1:PORT/metrics")
+    eng.add_argument("--metrics-host", default="127.0.0.1",
+                     help="address the metrics server binds (default: 127.0.0.1)")
+    eng.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    m = sub.add_parser("memory", help="inspect a job's LMDB replay memory")
+    msub = m.add_subparsers(dest="memory_command", required=True, parser_class=OneLineParser)
+    ls = msub.add_parser("ls", help="list stored keyframes and finished segments")
+    ls.add_argument("workdir", type=Path)
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    show = msub.add_parser("show", help="show the keyframe at (or before) a time")
+    show.add_argument("workdir", type=Path)
+    show.add_argument("--at", required=True, help="video time: seconds, MM:SS or HH:MM:SS")
+    show.add_argument("--png", type=Path, help="also save the keyframe image here")
+    export = msub.add_parser("export", help="write every stored keyframe as a PNG file")
+    export.add_argument("workdir", type=Path)
+    export.add_argument("dest", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "render":
+            return cmd_render(args)
+        from actors import memory_cli
+
+        return memory_cli.run(args)
+    except InputError as exc:
+        print(f"lvp: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+
+
+def check_port_free(host: str, port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise InputError(f"metrics port must be 1-65535, got {port}")
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise InputError(f"metrics port {host}:{port} is not available ({exc.strerror})") \
+                from None
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from actors.spec_args import spec_from_args
+
+    spec = spec_from_args(args)
+    if args.metrics_port is not None:
+        check_port_free(args.metrics_host, args.metrics_port)
+    for warning in spec.warnings:
+        print(f"lvp: warning: {warning}", file=sys.stderr)
+
+    # Validation is done; from here on, real work.
+    from actors.driver import report_path, run_job
+    from actors.metrics import Metrics
+    from actors.progress import ProgressBar
+    from engine.audio_input import beat_envelope
+    from engine.timeline import BeatTrack
+
+    if spec.audio:
+        envelope = beat_envelope(spec.audio, spec.fps, spec.total_frames, mode=spec.audio_mode)
+        beats = BeatTrack.from_envelope(envelope, spec.fps)
+    else:
+        beats = BeatTrack.metronome(spec.total_frames, spec.fps)
+    metrics = Metrics()
+    if args.metrics_port is not None:
+        metrics.serve(args.metrics_port, args.metrics_host)
+    bar = ProgressBar(spec.total_frames, spec.fps, enabled=not args.quiet)
+    try:
+        report = run_job(spec, beats, address=args.address, metrics=metrics,
+                         on_progress=bar.update, blend=args.blend)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"lvp: interrupted; what was rendered is kept (report: {report_path(spec)})",
+              file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line for the user, details in the report
+        bar.close()
+        print(f"lvp: render failed: {type(exc).__name__}: {exc} "
+              f"(partial output kept; report: {report_path(spec)})", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        metrics.stop()
+    bar.close()
+    outputs = [str(p) for p in (spec.out, spec.hls) if p]
+    print(f"lvp: wrote {report['frames']} frames ({report['frames'] / spec.fps:.1f} s) to "
+          f"{' and '.join(outputs)} in {report['wall_seconds']:.1f} s "
+          f"(real-time factor {report['realtime_factor']:.2f}); report: {report_path(spec)}",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

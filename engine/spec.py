@@ -1,0 +1,113 @@
+"""The job spec: everything a render needs, validated before any work starts."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from engine.errors import InputError
+from engine.schedule import PromptSchedule, parse_clock
+
+MAX_DURATION = 24 * 3600.0
+MIN_SIDE, MAX_WIDTH, MAX_HEIGHT = 64, 3840, 2160
+AUDIO_MODES = ("loop", "pad")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    schedule: PromptSchedule
+    duration: float  # seconds of video
+    fps: int = 30
+    width: int = 256
+    height: int = 256
+    seed: int = 0
+    segment_seconds: int = 5
+    overlap: int = 8  # frames rendered by both neighbours at each boundary
+    workers: int = 2
+    model: str = "procedural"
+    image: Path | None = None
+    audio: Path | None = None
+    audio_mode: str = "loop"
+    out: Path | None = None
+    hls: Path | None = None
+    hls_segment_seconds: float = 2.0
+    report: Path | None = None
+    workdir: Path = Path("lvp-work")
+    memory_interval: int = 5  # seconds of video between replay-memory entries
+    crf: int = 23
+    encoder_preset: str = "veryfast"
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def total_frames(self) -> int:
+        return max(1, round(self.duration * self.fps))
+
+    @property
+    def keyframe_size(self) -> tuple[int, int]:
+        """Stage 1 works at low resolution: the shorter side is 64 pixels."""
+        scale = 64.0 / min(self.width, self.height)
+        return max(16, round(self.width * scale / 2) * 2), max(16, round(self.height * scale / 2) * 2)
+
+    def summary(self) -> dict:
+        data = asdict(self)
+        data["schedule"] = list(zip(self.schedule.starts, self.schedule.texts, strict=True))
+        return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds as '600', '90.5', '10:00', '1:00:00', or with a unit: '90s', '10m', '2h'."""
+    raw = str(text).strip().lower()
+    unit = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    try:
+        if raw and raw[-1] in unit and re.fullmatch(r"[0-9.]+[smh]", raw):
+            seconds = float(raw[:-1]) * unit[raw[-1]]
+        else:
+            seconds = parse_clock(raw) if ":" in raw else float(raw)
+    except ValueError:
+        raise InputError(f"duration {text!r} is not a number of seconds (e.g. 600, 10:00, 2h)") from None
+    if not seconds > 0 or seconds != seconds:
+        raise InputError(f"duration must be more than 0 seconds, got {text!r}")
+    if seconds > MAX_DURATION:
+        raise InputError(f"duration {text!r} is over the 24 hour limit")
+    return seconds
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
+    if not match:
+        raise InputError(f"size {text!r} is not WIDTHxHEIGHT (e.g. 256x256)")
+    width, height = int(match.group(1)), int(match.group(2))
+    if width % 2 or height % 2:
+        raise InputError(f"size {width}x{height} must have even width and height (H.264 4:2:0)")
+    if not (MIN_SIDE <= width <= MAX_WIDTH and MIN_SIDE <= height <= MAX_HEIGHT):
+        raise InputError(
+            f"size {width}x{height} is out of range: {MIN_SIDE}x{MIN_SIDE} up to {MAX_WIDTH}x{MAX_HEIGHT}"
+        )
+    return width, height
+
+
+def check_writable_dir(folder: Path, what: str) -> None:
+    """Create the folder if needed and prove we can write a file into it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".lvp-probe-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise InputError(f"{what} folder cannot be written: {folder} ({reason})") from None
+
+
+def check_output_file(path: Path, what: str) -> None:
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a folder, expected a file path")
+    check_writable_dir(path.parent if str(path.parent) else Path("."), what)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise InputError(f"{what} {path} exists and cannot be overwritten")
+
+
+def check_range(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise InputError(f"{name} must be between {low:g} and {high:g}, got {value:g}")

@@ -1,0 +1,152 @@
+"""Plan a job: segments, keyframe times, prompts and audio windows.
+
+Segment k owns the video time [k*S, (k+1)*S] (keyframes at 1 per second, both ends
+included, so neighbours share their boundary keyframe) and renders the frames of that
+span plus a few overlap frames on each side, which the stitcher blends.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.schedule import PromptSchedule
+from engine.spec import JobSpec
+
+
+@dataclass(frozen=True)
+class KeyframePlan:
+    """One Stage 1 step: the keyframe at time t."""
+
+    index: int  # position in the whole keyframe track
+    t: float
+    prompt: str
+    beat_energy: float
+    beat_phase: float
+    seed: int
+    size: tuple[int, int]  # (width, height) of keyframes
+    store_in_memory: bool  # one keyframe every memory_interval seconds goes to LMDB
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """One Stage 2 job: all frames of segment `index`, overlap included."""
+
+    index: int
+    t0: float
+    t1: float
+    keyframe_times: tuple[float, ...]
+    frame_start: int  # first global frame index rendered (overlap included)
+    frame_stop: int  # one past the last
+    fps: int
+    width: int
+    height: int
+    seed: int
+    prompts: PromptSchedule  # the prompts in force during this segment
+    beat_energy: np.ndarray  # [frame_stop - frame_start] float32, the audio window
+    beat_phase: np.ndarray  # [frame_stop - frame_start] float64, running sum of energy
+
+    @property
+    def num_frames(self) -> int:
+        return self.frame_stop - self.frame_start
+
+    def frame_times(self) -> np.ndarray:
+        return np.arange(self.frame_start, self.frame_stop) / self.fps
+
+
+@dataclass(frozen=True)
+class BeatTrack:
+    """The per-frame audio drive of the whole video and its running integral."""
+
+    energy: np.ndarray  # [total_frames] float32 in [0, 1]
+    phase: np.ndarray  # [total_frames] float64, seconds-weighted cumulative energy
+
+    @classmethod
+    def from_envelope(cls, energy: np.ndarray, fps: int) -> BeatTrack:
+        energy = np.asarray(energy, dtype=np.float32)
+        phase = np.concatenate([[0.0], np.cumsum(energy, dtype=np.float64)[:-1]]) / fps
+        return cls(energy, phase)
+
+    @classmethod
+    def metronome(cls, total_frames: int, fps: int, bpm: float = 120.0) -> BeatTrack:
+        """A steady beat, so 'dancing' still dances when no audio is given."""
+        t = np.arange(total_frames) / fps
+        since_beat = t % (60.0 / bpm)
+        return cls.from_envelope(np.exp(-since_beat / 0.12).astype(np.float32), fps)
+
+    def at(self, frame: int) -> tuple[float, float]:
+        i = min(max(frame, 0), len(self.energy) - 1)
+        return float(self.energy[i]), float(self.phase[i])
+
+
+@dataclass(frozen=True)
+class Timeline:
+    spec: JobSpec
+    beats: BeatTrack
+
+    @property
+    def frames_per_segment(self) -> int:
+        return self.spec.segment_seconds * self.spec.fps
+
+    @property
+    def num_segments(self) -> int:
+        return math.ceil(self.spec.total_frames / self.frames_per_segment)
+
+    def keyframe_times(self, k: int) -> tuple[float, ...]:
+        t0, t1 = self._span(k)
+        times = [float(t) for t in range(math.ceil(t0), math.floor(t1) + 1)]
+        if not times or times[-1] < t1:
+            times.append(t1)
+        return tuple(times)
+
+    def all_keyframe_times(self) -> list[float]:
+        times: list[float] = []
+        for k in range(self.num_segments):
+            times.extend(t for t in self.keyframe_times(k) if not times or t > times[-1])
+        return times
+
+    def keyframe_plan(self, index: int, t: float) -> KeyframePlan:
+        spec = self.spec
+        energy, phase = self.beats.at(round(t * spec.fps))
+        interval = spec.memory_interval
+        return KeyframePlan(
+            index=index,
+            t=t,
+            prompt=spec.schedule.text_at(t),
+            beat_energy=energy,
+            beat_phase=phase,
+            seed=spec.seed,
+            size=spec.keyframe_size,
+            store_in_memory=abs(t / interval - round(t / interval)) < 1e-9,
+        )
+
+    def segment(self, k: int) -> SegmentPlan:
+        spec = self.spec
+        n = self.frames_per_segment
+        half = spec.overlap // 2
+        start = max(0, k * n - half)
+        stop = min(spec.total_frames, (k + 1) * n + spec.overlap - half)
+        if k == self.num_segments - 1:
+            stop = spec.total_frames
+        t0, t1 = self._span(k)
+        return SegmentPlan(
+            index=k,
+            t0=t0,
+            t1=t1,
+            keyframe_times=self.keyframe_times(k),
+            frame_start=start,
+            frame_stop=stop,
+            fps=spec.fps,
+            width=spec.width,
+            height=spec.height,
+            seed=spec.seed,
+            prompts=spec.schedule.window(start / spec.fps, stop / spec.fps),
+            beat_energy=self.beats.energy[start:stop].copy(),
+            beat_phase=self.beats.phase[start:stop].copy(),
+        )
+
+    def _span(self, k: int) -> tuple[float, float]:
+        s = self.spec.segment_seconds
+        return float(k * s), min(float((k + 1) * s), self.spec.total_frames / self.spec.fps)

@@ -1,0 +1,143 @@
+"""The keyframe replay memory and the job ledger, in one LMDB environment.
+
+Layout (keys are ASCII so `mdb_dump` output is readable):
+  kf/<ms:012d>   PNG bytes of the keyframe at that video time
+  km/<ms:012d>   JSON metadata of that keyframe (prompt, seed, model, time, ...)
+  seg/<k:08d>    JSON ledger entry of a finished segment (the basis of resume)
+  job            JSON summary of the job that owns this store
+Only one process writes; readers in other processes open their own environment.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import lmdb
+import numpy as np
+
+# Address space only: LMDB files grow with the data. A keyframe is a few kB, so this is
+# far beyond a 24 h job, and a fixed size avoids remapping while readers are open.
+DEFAULT_MAP_SIZE = 16 << 30
+STORE_NAME = "memory.lmdb"
+
+
+@dataclass(frozen=True)
+class MemoryEntry:
+    t: float
+    image: np.ndarray  # [h, w, 3] uint8 RGB
+    meta: dict[str, Any]
+
+
+def _time_key(prefix: bytes, t: float) -> bytes:
+    return prefix + b"%012d" % round(t * 1000)
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]))
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError("corrupt keyframe PNG in replay memory")
+    return np.ascontiguousarray(bgr[..., ::-1])
+
+
+class ReplayMemory:
+    """LMDB-backed keyframe store. Open with readonly=True from any reader process."""
+
+    def __init__(self, workdir: Path | str, readonly: bool = False,
+                 map_size: int = DEFAULT_MAP_SIZE) -> None:
+        self.path = Path(workdir) / STORE_NAME
+        if readonly and not self.path.exists():
+            raise FileNotFoundError(f"no replay memory at {self.path}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._env = lmdb.open(str(self.path), map_size=map_size, readonly=readonly,
+                              subdir=True, max_dbs=0, lock=not readonly)
+
+    def close(self) -> None:
+        self._env.close()
+
+    def __enter__(self) -> ReplayMemory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # keyframes
+    def put_keyframe(self, t: float, image: np.ndarray, meta: dict[str, Any]) -> None:
+        meta = {**meta, "t": t, "height": image.shape[0], "width": image.shape[1]}
+        with self._env.begin(write=True) as txn:
+            txn.put(_time_key(b"kf/", t), encode_png(image))
+            txn.put(_time_key(b"km/", t), json.dumps(meta).encode())
+
+    def get_keyframe(self, t: float) -> MemoryEntry | None:
+        with self._env.begin() as txn:
+            png = txn.get(_time_key(b"kf/", t))
+            meta = txn.get(_time_key(b"km/", t))
+        if png is None or meta is None:
+            return None
+        return MemoryEntry(t, decode_png(png), json.loads(meta))
+
+    def keyframe_times(self) -> list[float]:
+        with self._env.begin() as txn:
+            cursor = txn.cursor()
+            if not cursor.set_range(b"km/"):
+                return []
+            times = []
+            for key in cursor.iternext(values=False):
+                if not key.startswith(b"km/"):
+                    break
+                times.append(int(key[3:]) / 1000.0)
+        return times
+
+    def metadata(self) -> Iterator[dict[str, Any]]:
+        """Metadata of every keyframe, in time order, without decoding images."""
+        with self._env.begin() as txn:
+            cursor = txn.cursor()
+            if cursor.set_range(b"km/"):
+                for key, value in cursor:
+                    if not key.startswith(b"km/"):
+                        break
+                    yield json.loads(value)
+
+    def nearest_at_or_before(self, t: float) -> MemoryEntry | None:
+        times = [x for x in self.keyframe_times() if x <= t + 1e-9]
+        return self.get_keyframe(times[-1]) if times else None
+
+    # ledger
+    def mark_segment_done(self, index: int, info: dict[str, Any]) -> None:
+        with self._env.begin(write=True) as txn:
+            txn.put(b"seg/%08d" % index, json.dumps(info).encode())
+
+    def finished_segments(self) -> dict[int, dict[str, Any]]:
+        done: dict[int, dict[str, Any]] = {}
+        with self._env.begin() as txn:
+            cursor = txn.cursor()
+            if cursor.set_range(b"seg/"):
+                for key, value in cursor:
+                    if not key.startswith(b"seg/"):
+                        break
+                    done[int(key[4:])] = json.loads(value)
+        return done
+
+    # job
+    def put_job(self, info: dict[str, Any]) -> None:
+        with self._env.begin(write=True) as txn:
+            txn.put(b"job", json.dumps(info, default=str).encode())
+
+    def job(self) -> dict[str, Any] | None:
+        with self._env.begin() as txn:
+            raw = txn.get(b"job")
+        return json.loads(raw) if raw else None
+
+    def disk_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())

@@ -1,0 +1,99 @@
+"""Reorder segments, blend their shared frames, and stream the result to sinks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from stitcher.blend import BLENDS
+from stitcher.sinks import Sink
+
+
+@dataclass(frozen=True)
+class StitchStats:
+    """What one add() did; the driver turns these into metrics."""
+
+    emitted: tuple[int, ...]  # segment indices fully written by this call, in order
+    frames_written: int
+    next_frame: int  # global index of the next frame to be written
+    blend_seconds: float
+    encode_seconds: float
+
+
+@dataclass
+class _Pending:
+    frame_start: int
+    frames: np.ndarray
+    shared_tail: int
+
+
+class Stitcher:
+    """Accepts segments in any order and writes them in order.
+
+    Segment k renders global frames [start_k, stop_k); its last `shared_tail` frames are
+    also rendered by segment k+1 as its first frames. Those are held back until k+1
+    arrives and then blended, so every output frame is written exactly once.
+    """
+
+    def __init__(self, sinks: Sequence[Sink], blend: str = "flow") -> None:
+        self.sinks = list(sinks)
+        self.blend = BLENDS[blend]
+        self.pending: dict[int, _Pending] = {}
+        self.next_index = 0
+        self.next_frame = 0
+        self.held = np.empty((0,), dtype=np.uint8)  # tail of the last emitted segment
+
+    def add(self, index: int, frame_start: int, frames: np.ndarray, shared_tail: int) -> StitchStats:
+        if index < self.next_index or index in self.pending:
+            raise ValueError(f"segment {index} was already given to the stitcher")
+        if not 0 <= shared_tail <= len(frames):
+            raise ValueError(f"segment {index}: shared tail {shared_tail} out of range")
+        self.pending[index] = _Pending(frame_start, frames, shared_tail)
+        emitted: list[int] = []
+        written = 0
+        blend_s = encode_s = 0.0
+        while self.next_index in self.pending:
+            seg = self.pending.pop(self.next_index)
+            if seg.frame_start != self.next_frame:
+                raise ValueError(f"segment {self.next_index} starts at frame {seg.frame_start}, "
+                                 f"expected {self.next_frame}")
+            shared = len(self.held)
+            t0 = time.perf_counter()
+            head = self.blend(self.held, seg.frames[:shared]) if shared else seg.frames[:0]
+            t1 = time.perf_counter()
+            body_stop = len(seg.frames) - seg.shared_tail
+            if body_stop < shared:
+                raise ValueError(f"segment {self.next_index} is shorter than its overlaps")
+            out = np.concatenate([head, seg.frames[shared:body_stop]]) if shared else \
+                seg.frames[:body_stop]
+            self._write(out)
+            encode_s += time.perf_counter() - t1
+            blend_s += t1 - t0
+            self.held = seg.frames[body_stop:]
+            self.next_frame += len(out)
+            written += len(out)
+            emitted.append(self.next_index)
+            self.next_index += 1
+        return StitchStats(tuple(emitted), written, self.next_frame, blend_s, encode_s)
+
+    def _write(self, frames: np.ndarray) -> None:
+        if len(frames):
+            for sink in self.sinks:
+                sink.write(frames)
+
+    def close(self) -> None:
+        """Write any held frames (a final tail with no successor) and close every sink."""
+        try:
+            if not self.pending:
+                self._write(self.held)
+                self.next_frame += len(self.held)
+                self.held = self.held[:0]
+        finally:
+            # Always finish the files: what was already written must stay playable.
+            for sink in self.sinks:
+                sink.close()
+        if self.pending:
+            raise RuntimeError(f"stitcher closed while waiting for segment {self.next_index}")
