@@ -90,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="segment actors rendering in parallel (default: 2)")
     eng.add_argument("--segment-seconds", type=int, default=5,
                      help="seconds per segment, 1-60 (default: 5)")
-    eng.add_argument("--overlap", type=int, default=8,
-                     help="frames both neighbours render at a boundary, blended (default: 8)")
+    eng.add_argument("--overlap", type=int,
+                     help="frames both neighbours render at a boundary, blended "
+                          "(default: 16, at most half a segment)")
     eng.add_argument("--blend", choices=("flow", "crossfade", "cut"), default="flow",
                      help="how boundary overlaps are joined (default: flow)")
     eng.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),

@@ -20,6 +20,7 @@ from engine.spec import (
 )
 
 MAX_WORKERS = 1024
+DEFAULT_OVERLAP = 16
 
 
 def spec_from_args(args: argparse.Namespace) -> JobSpec:
@@ -28,7 +29,9 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
     check_range("--fps", args.fps, 1, 60)
     check_range("--workers", args.workers, 1, MAX_WORKERS)
     check_range("--segment-seconds", args.segment_seconds, 1, 60)
-    check_range("--overlap", args.overlap, 0, args.segment_seconds * args.fps // 2)
+    max_overlap = args.segment_seconds * args.fps // 2
+    overlap = min(DEFAULT_OVERLAP, max_overlap) if args.overlap is None else args.overlap
+    check_range("--overlap", overlap, 0, max_overlap)
     check_range("--crf", args.crf, 0, 51)
     check_range("--hls-segment-seconds", args.hls_segment_seconds, 0.5, 30)
     check_range("--seed", args.seed, 0, 2**63 - 1)
@@ -71,7 +74,7 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
         height=height,
         seed=args.seed,
         segment_seconds=args.segment_seconds,
-        overlap=args.overlap,
+        overlap=overlap,
         workers=args.workers,
         model=args.model,
         image=args.image,

@@ -25,7 +25,7 @@ class JobSpec:
     height: int = 256
     seed: int = 0
     segment_seconds: int = 5
-    overlap: int = 8  # frames rendered by both neighbours at each boundary
+    overlap: int = 16  # frames rendered by both neighbours at each boundary
     workers: int = 2
     model: str = "procedural"
     image: Path | None = None

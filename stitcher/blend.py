@@ -25,6 +25,24 @@ def _flow_estimator() -> cv2.DISOpticalFlow:
     return _dis
 
 
+def _dither(h: int, w: int) -> np.ndarray:
+    """An 8x8 Bayer threshold map in [0, 1), tiled to [H, W, 1].
+
+    A small global change spread over the overlap (a tint of 2 levels over 12 frames)
+    would otherwise round into whole-frame one-level jumps; with ordered dithering each
+    frame moves only its share of the pixels.
+    """
+    bayer = np.zeros((1, 1), dtype=np.float32)
+    for _ in range(3):
+        bayer = np.block([[4 * bayer, 4 * bayer + 2], [4 * bayer + 3, 4 * bayer + 1]])
+    tiles = np.tile((bayer + 0.5) / 64.0, (h // 8 + 1, w // 8 + 1))
+    return tiles[:h, :w, None]
+
+
+def _quantize(mix: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    return np.clip(np.floor(mix + threshold), 0, 255).astype(np.uint8)
+
+
 def _weights(n: int) -> np.ndarray:
     """Weight of the incoming segment for each of n overlap frames, strictly inside (0, 1)."""
     return (np.arange(n, dtype=np.float32) + 1.0) / (n + 1.0)
@@ -53,6 +71,7 @@ def flow_blend(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     grid = np.stack(np.meshgrid(np.arange(w, dtype=np.float32),
                                 np.arange(h, dtype=np.float32)), axis=-1)
     out = np.empty_like(a)
+    threshold = _dither(h, w)
     for j, wb in enumerate(_weights(n)):
         flow = dense_flow(a[j], b[j])
         # Meet in the middle: a moves a fraction wb of the way toward b, b the rest back.
@@ -62,14 +81,16 @@ def flow_blend(a: np.ndarray, b: np.ndarray) -> np.ndarray:
                              borderMode=cv2.BORDER_REPLICATE)
         warped_b = cv2.remap(b[j], map_b[..., 0], map_b[..., 1], cv2.INTER_LINEAR,
                              borderMode=cv2.BORDER_REPLICATE)
-        out[j] = cv2.addWeighted(warped_a, float(1.0 - wb), warped_b, float(wb), 0.0)
+        mix = warped_a.astype(np.float32) * (1.0 - wb) + warped_b.astype(np.float32) * wb
+        out[j] = _quantize(mix, threshold)
     return out
 
 
 def crossfade(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     _check_pair(a, b)
     wb = _weights(len(a))[:, None, None, None]
-    return np.round(a * (1.0 - wb) + b * wb).astype(np.uint8)
+    mix = a.astype(np.float32) * (1.0 - wb) + b.astype(np.float32) * wb
+    return _quantize(mix, _dither(*a.shape[1:3]))
 
 
 def hard_cut(a: np.ndarray, b: np.ndarray) -> np.ndarray:

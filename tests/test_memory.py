@@ -1,0 +1,69 @@
+import multiprocessing as mp
+
+import numpy as np
+import pytest
+
+from engine.stages import KeyframeStage
+from memory.replay import ReplayMemory
+from tests.conftest import make_spec, make_timeline
+
+
+def test_keyframes_round_trip_losslessly(tmp_path, rng):
+    image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    with ReplayMemory(tmp_path) as store:
+        store.put_keyframe(5.0, image, {"prompt": "a red circle", "seed": 1, "model": "m"})
+        store.put_keyframe(0.0, image[::-1].copy(), {"prompt": "p0"})
+        entry = store.get_keyframe(5.0)
+        assert entry is not None and np.array_equal(entry.image, image)
+        assert entry.meta["prompt"] == "a red circle" and entry.meta["t"] == 5.0
+        assert store.keyframe_times() == [0.0, 5.0]
+        assert store.nearest_at_or_before(7.5).t == 5.0
+        assert store.get_keyframe(1.0) is None
+
+
+def _read_times(path, queue):
+    with ReplayMemory(path, readonly=True) as store:
+        queue.put(store.keyframe_times())
+
+
+def test_reader_in_another_process_sees_committed_keyframes(tmp_path):
+    with ReplayMemory(tmp_path) as store:
+        for t in (0.0, 5.0, 10.0):
+            store.put_keyframe(t, np.zeros((8, 8, 3), np.uint8), {})
+        queue = mp.get_context("spawn").Queue()
+        proc = mp.get_context("spawn").Process(target=_read_times, args=(tmp_path, queue))
+        proc.start()
+        proc.join(30)
+        assert queue.get(timeout=5) == [0.0, 5.0, 10.0]
+
+
+def test_ledger_and_job_survive_reopening(tmp_path):
+    with ReplayMemory(tmp_path) as store:
+        store.put_job({"seed": 4})
+        store.mark_segment_done(0, {"frame_start": 0})
+        store.mark_segment_done(2, {"frame_start": 96})
+    with ReplayMemory(tmp_path, readonly=True) as store:
+        assert store.job() == {"seed": 4}
+        assert sorted(store.finished_segments()) == [0, 2]
+
+
+def test_readonly_open_of_missing_store_fails(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        ReplayMemory(tmp_path / "nope", readonly=True)
+
+
+def test_keyframe_stage_writes_one_entry_every_five_seconds(tmp_path):
+    spec = make_spec(tmp_path, duration=17)
+    timeline = make_timeline(spec)
+    with ReplayMemory(tmp_path) as store:
+        stage = KeyframeStage(timeline, "procedural", store)
+        results = [stage.run_segment(k) for k in range(timeline.num_segments)]
+        assert store.keyframe_times() == [0.0, 5.0, 10.0, 15.0]
+        assert [kf.t for kf in results[1].keyframes] == [5, 6, 7, 8, 9, 10]
+        # The boundary keyframe is shared, not generated twice.
+        assert results[0].keyframes[-1] is results[1].keyframes[0]
+        view = results[-1].memory
+        assert view.anchor.t == 0.0 and [k.t for k in view.entries] == [0, 5, 10, 15]
+        stored = store.get_keyframe(10.0)
+        assert np.array_equal(stored.image, results[1].keyframes[-1].image)
+        assert stored.meta["model"] == "procedural" and "circle" in stored.meta["prompt"]
