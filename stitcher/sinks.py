@@ -1,0 +1,382 @@
+"""Output sinks: encode RGB frames (and optional audio) to fragmented MP4 or live HLS with PyAV."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Protocol, Self
+
+import av
+import numpy as np
+
+from stitcher.audio_track import AudioInput, AudioTrack
+from stitcher.playlist import MediaPlaylist, temp_path_for, write_atomic
+
+AUDIO_RATE = 48000
+AUDIO_LAYOUT = "stereo"
+AUDIO_BIT_RATE = 128_000
+# MPEG-TS segments get this constant added to every timestamp. Each segment is its own muxer,
+# and libavformat shifts a muxer's timestamps when its first ones are negative (AAC priming,
+# B-frame dts), which would make segment 0 jump relative to segment 1.
+_TS_OFFSET_SECONDS = 1
+
+
+class Sink(Protocol):
+    def write(self, frames: np.ndarray) -> None:
+        """frames: [T, H, W, 3] uint8 RGB, T >= 1, continuing the video."""
+
+    def close(self) -> None:
+        """Finalize the output; idempotent."""
+
+
+def _check_geometry(fps: int, width: int, height: int) -> None:
+    if not (isinstance(fps, numbers.Integral) and fps > 0):
+        raise ValueError(f"fps must be a positive integer, got {fps!r}")
+    # yuv420p halves both dimensions for chroma; x264 rejects odd sizes.
+    if width <= 0 or height <= 0 or width % 2 or height % 2:
+        raise ValueError(f"width and height must be positive and even, got {width}x{height}")
+
+
+def _check_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
+    shape = getattr(frames, "shape", None)
+    if (
+        not isinstance(frames, np.ndarray)
+        or frames.dtype != np.uint8
+        or frames.ndim != 4
+        or frames.shape[0] < 1
+        or frames.shape[1:] != (height, width, 3)
+    ):
+        raise ValueError(
+            f"expected uint8 frames of shape [T>=1, {height}, {width}, 3], got "
+            f"{getattr(frames, 'dtype', type(frames).__name__)} {shape}"
+        )
+    return np.ascontiguousarray(frames)
+
+
+def _x264_options(crf: int, preset: str, keyint: int) -> dict[str, str]:
+    # Fixed GOP without scene cuts: keyframes (and so MP4 fragments / HLS segments) fall at
+    # exact multiples of `keyint`, independent of content.
+    return {
+        "preset": preset,
+        "crf": str(crf),
+        "x264-params": f"keyint={keyint}:scenecut=0",
+    }
+
+
+def _rgb_frame(rgb: np.ndarray, pts: int, time_base: Fraction) -> av.VideoFrame:
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+    frame.pts = pts
+    frame.time_base = time_base
+    return frame
+
+
+class _AudioFeed:
+    """AudioTrack -> AAC encoder, advanced to a given video time."""
+
+    def __init__(self, track: AudioTrack, encoder: av.AudioCodecContext) -> None:
+        self.track = track
+        self.encoder = encoder
+
+    def packets_until(self, t_seconds: float, final: bool = False) -> list[av.Packet]:
+        """Encoded audio up to `t_seconds`; `final` ends the audio exactly there and drains."""
+        packets = []
+        for frame in self.track.frames_until(t_seconds, final=final):
+            packets.extend(self.encoder.encode(frame))
+        if final:
+            packets.extend(self.encoder.encode(None))
+        return packets
+
+
+def _open_track(audio: AudioInput | None) -> AudioTrack | None:
+    return None if audio is None else AudioTrack(audio, AUDIO_RATE, AUDIO_LAYOUT)
+
+
+def _configure_aac(ctx: av.AudioCodecContext) -> None:
+    ctx.sample_rate = AUDIO_RATE
+    ctx.layout = AUDIO_LAYOUT
+    ctx.format = "fltp"
+    ctx.bit_rate = AUDIO_BIT_RATE
+    ctx.time_base = Fraction(1, AUDIO_RATE)
+
+
+class _SinkBase:
+    """Frame validation and encoding shared by the sinks; subclasses decide where packets go."""
+
+    _video: av.VideoStream | av.VideoCodecContext
+
+    def __init__(self, fps: int, width: int, height: int) -> None:
+        _check_geometry(fps, width, height)
+        self.fps = int(fps)
+        self.width = width
+        self.height = height
+        self.time_base = Fraction(1, fps)
+        self.frames_written = 0  # frames handed to the encoder == pts of the next one
+        self._closed = False
+
+    def write(self, frames: np.ndarray) -> None:
+        if self._closed:
+            raise RuntimeError(f"{type(self).__name__} is closed")
+        for rgb in _check_frames(frames, self.width, self.height):
+            frame = _rgb_frame(rgb, self.frames_written, self.time_base)
+            self.frames_written += 1
+            self._mux_video(self._video.encode(frame))
+
+    def _mux_video(self, packets: list[av.Packet]) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FragmentedMP4Sink(_SinkBase):
+    """H.264 (+ AAC) fragmented MP4, with one fragment per GOP.
+
+    A fragment is written and flushed to the OS as soon as the next GOP starts, so if the
+    process dies the file plays up to its last complete fragment.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fps: int,
+        width: int,
+        height: int,
+        audio: AudioInput | None = None,
+        crf: int = 23,
+        preset: str = "veryfast",
+        gop_seconds: float = 1.0,
+        threads: int = 2,
+    ) -> None:
+        super().__init__(fps, width, height)
+        # Open the audio before creating the output, so bad audio leaves no stray file.
+        track = _open_track(audio)
+        self._packets_out = 0  # video packets muxed: the muxed video reaches this / fps
+        self._container = av.open(
+            os.fspath(path),
+            "w",
+            format="mp4",
+            container_options={
+                # delay_moov: the moov goes out with the first fragment, once the start
+                # offsets of the tracks are known, so it can hold edit lists. Without them
+                # the B-frame delay shifts the whole file (video starting at 2/fps) and the
+                # AAC priming samples play as audio.
+                "movflags": "frag_keyframe+empty_moov+default_base_moof+delay_moov",
+                # avio_flush after every packet write; the mov muxer only writes whole
+                # fragments, so this pushes each fragment to the OS when it is complete.
+                "flush_packets": "1",
+            },
+        )
+        keyint = max(1, round(gop_seconds * fps))
+        self._video = self._container.add_stream(
+            "libx264", rate=fps, options=_x264_options(crf, preset, keyint)
+        )
+        self._video.width = width
+        self._video.height = height
+        self._video.pix_fmt = "yuv420p"
+        self._video.time_base = self.time_base
+        # Fixed, never "auto": x264 output depends on the thread count, not on the machine.
+        self._video.codec_context.thread_count = threads
+        self._audio: _AudioFeed | None = None
+        self._audio_stream: av.AudioStream | None = None
+        if track is not None:
+            self._audio_stream = self._container.add_stream("aac", rate=AUDIO_RATE)
+            _configure_aac(self._audio_stream.codec_context)
+            self._audio = _AudioFeed(track, self._audio_stream.codec_context)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._mux_video(self._video.encode(None))
+            if self._audio is not None:
+                self._mux_audio(self.frames_written / self.fps, final=True)
+        finally:
+            self._container.close()
+            if self._audio is not None:
+                self._audio.track.close()
+
+    def _mux_video(self, packets: list[av.Packet]) -> None:
+        for packet in packets:
+            self._container.mux(packet)
+            self._packets_out += 1
+            # Audio follows the video that has left the encoder (x264 holds frames back for
+            # lookahead), so the muxer's interleaving queue stays short.
+            if self._audio is not None:
+                self._mux_audio(self._packets_out / self.fps)
+
+    def _mux_audio(self, t_seconds: float, final: bool = False) -> None:
+        assert self._audio is not None and self._audio_stream is not None
+        for packet in self._audio.packets_until(t_seconds, final):
+            packet.stream = self._audio_stream
+            self._container.mux(packet)
+
+
+def _adts_header(audio_specific_config: bytes, payload_size: int) -> bytes:
+    """7-byte ADTS header for one raw AAC frame, from the encoder's AudioSpecificConfig.
+
+    MPEG-TS carries AAC as ADTS. A stream added with add_mux_stream has no extradata, so
+    FFmpeg's mpegts muxer cannot add the headers itself and we frame the packets here.
+    """
+    asc = audio_specific_config
+    object_type = asc[0] >> 3  # 2 = AAC LC; ADTS stores it minus one in two bits
+    freq_index = ((asc[0] & 0x07) << 1) | (asc[1] >> 7)
+    channels = (asc[1] >> 3) & 0x0F
+    size = payload_size + 7
+    return bytes(
+        [
+            0xFF,
+            0xF1,  # syncword, MPEG-4, layer 0, no CRC
+            ((object_type - 1) << 6) | (freq_index << 2) | (channels >> 2),
+            ((channels & 0x03) << 6) | (size >> 11),
+            (size >> 3) & 0xFF,
+            ((size & 0x07) << 5) | 0x1F,  # buffer fullness 0x7FF: variable bit rate
+            0xFC,  # one raw data block
+        ]
+    )
+
+
+@dataclass
+class _OpenSegment:
+    container: av.container.OutputContainer
+    video: av.VideoStream
+    audio: av.AudioStream | None
+    path: Path  # final name; the file is written at `tmp` until complete
+    tmp: Path
+    first_frame: int
+
+
+class HLSSink(_SinkBase):
+    """Live HLS: MPEG-TS segments that each start with an IDR frame, and an EVENT playlist.
+
+    One persistent H.264 encoder and one AAC encoder run for the whole stream, so timestamps
+    and rate control are continuous; their packets are muxed into a fresh MPEG-TS container
+    per segment. x264 opened outside a container repeats SPS/PPS before every IDR, so each
+    segment decodes on its own. A new segment starts at every keyframe packet; the fixed GOP
+    of `segment_seconds` makes those the segment boundaries.
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        fps: int,
+        width: int,
+        height: int,
+        audio: AudioInput | None = None,
+        segment_seconds: float = 2.0,
+        crf: int = 23,
+        preset: str = "veryfast",
+        playlist_name: str = "stream.m3u8",
+        threads: int = 2,
+    ) -> None:
+        super().__init__(fps, width, height)
+        self.folder = Path(folder)
+        self.playlist_path = self.folder / playlist_name
+        self._segment_frames = max(1, round(segment_seconds * fps))
+        self._playlist = MediaPlaylist(
+            target_duration=math.ceil(round(self._segment_frames / fps, 3))
+        )
+        self._packets_out = 0  # video packets muxed; with a closed GOP also the next IDR's pts
+        self._segment: _OpenSegment | None = None
+
+        video = av.CodecContext.create("libx264", "w")
+        video.width = width
+        video.height = height
+        video.pix_fmt = "yuv420p"
+        video.time_base = self.time_base
+        video.framerate = Fraction(fps)
+        video.thread_count = threads  # fixed, as in FragmentedMP4Sink
+        video.options = _x264_options(crf, preset, self._segment_frames)
+        self._video = video
+
+        self._audio: _AudioFeed | None = None
+        self._asc = b""  # AudioSpecificConfig, for the ADTS headers
+        track = _open_track(audio)
+        if track is not None:
+            encoder = av.CodecContext.create("aac", "w")
+            _configure_aac(encoder)
+            encoder.open()
+            self._asc = encoder.extradata
+            self._audio = _AudioFeed(track, encoder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._mux_video(self._video.encode(None))
+            if self._segment is not None:
+                self._finish_segment(ended=True)
+            else:
+                write_atomic(self.playlist_path, self._playlist.render(ended=True))
+        finally:
+            if self._segment is not None:  # only after an error: drop the partial segment
+                self._segment.container.close()
+                self._segment.tmp.unlink(missing_ok=True)
+                self._segment = None
+            if self._audio is not None:
+                self._audio.track.close()
+
+    def _mux_video(self, packets: list[av.Packet]) -> None:
+        for packet in packets:
+            if packet.is_keyframe and self._segment is not None:
+                self._finish_segment(ended=False)
+            if self._segment is None:
+                self._segment = self._open_segment()
+            packet.stream = self._segment.video
+            packet.pts += _TS_OFFSET_SECONDS * self.fps
+            packet.dts += _TS_OFFSET_SECONDS * self.fps
+            self._segment.container.mux(packet)
+            self._packets_out += 1
+            if self._audio is not None:
+                self._mux_audio(self._packets_out / self.fps)
+
+    def _mux_audio(self, t_seconds: float, final: bool = False) -> None:
+        assert self._audio is not None and self._segment is not None
+        for packet in self._audio.packets_until(t_seconds, final):
+            framed = av.Packet(_adts_header(self._asc, packet.size) + bytes(packet))
+            framed.stream = self._segment.audio
+            framed.time_base = packet.time_base
+            framed.pts = packet.pts + _TS_OFFSET_SECONDS * AUDIO_RATE
+            framed.dts = packet.dts + _TS_OFFSET_SECONDS * AUDIO_RATE
+            framed.duration = packet.duration
+            self._segment.container.mux(framed)
+
+    def _open_segment(self) -> _OpenSegment:
+        path = self.folder / f"seg_{len(self._playlist.segments):05d}.ts"
+        tmp = temp_path_for(path)
+        container = av.open(
+            str(tmp),
+            "w",
+            format="mpegts",
+            # Every segment restarts the TS continuity counters; flag that as intended so
+            # demuxers reading segments back to back do not report packet loss.
+            container_options={"mpegts_flags": "initial_discontinuity"},
+        )
+        video = container.add_mux_stream(
+            "h264", rate=self.fps, width=self.width, height=self.height
+        )
+        audio = container.add_mux_stream("aac", rate=AUDIO_RATE) if self._audio else None
+        return _OpenSegment(container, video, audio, path, tmp, self._packets_out)
+
+    def _finish_segment(self, ended: bool) -> None:
+        """Complete the open segment, publish it, then publish the playlist naming it."""
+        segment = self._segment
+        assert segment is not None
+        if self._audio is not None:
+            # The segment's own audio, up to the video cut (the whole rest when ending).
+            self._mux_audio(self._packets_out / self.fps, final=ended)
+        segment.container.close()
+        os.replace(segment.tmp, segment.path)
+        self._segment = None
+        duration = (self._packets_out - segment.first_frame) / self.fps
+        self._playlist.add_segment(segment.path.name, duration)
+        write_atomic(self.playlist_path, self._playlist.render(ended=ended))
