@@ -7,7 +7,6 @@ line naming the problem and exit status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import sys

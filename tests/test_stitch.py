@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from engine.models.procedural import SegmentModel
 from engine.models.base import MemoryView
-from engine.world import render_frame, subject_state
+from engine.models.procedural import SegmentModel
 from engine.prompt import parse_prompt
+from engine.world import render_frame, subject_state
 from stitcher.blend import crossfade, flow_blend, hard_cut
 from stitcher.stitch import Stitcher
 from tests.conftest import make_spec, make_timeline
