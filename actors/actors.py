@@ -67,7 +67,11 @@ class SegmentActor:
         self.stage = SegmentStage(model)
 
     @ray.method(num_returns=2)
-    def render(self, plan: SegmentPlan, keys: SegmentKeyframes) -> tuple[SegmentInfo, RenderedSegment]:
+    def render(self, plan: SegmentPlan, keys: SegmentKeyframes,
+               after: RenderedSegment | None = None) -> tuple[SegmentInfo, RenderedSegment]:
+        # `after` only exists for the autoregressive-chain baseline of the benchmarks: Ray
+        # starts this task once the previous segment is done and ships it here, the way
+        # chain extenders condition on the last frames of the segment before.
         segment = self.stage.render(plan, keys)
         info = SegmentInfo(plan.index, plan.num_frames, segment.model_seconds, keys.model_seconds)
         return info, segment

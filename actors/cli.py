@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from engine.errors import InputError
+from engine.presets import PRESETS
 
 EXIT_INPUT = 2
 EXIT_FAILED = 1
@@ -65,11 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
     fmt = r.add_argument_group("format")
-    fmt.add_argument("--fps", type=int, default=30, help="frames per second, 1-60 (default: 30)")
-    fmt.add_argument("--size", default="256x256",
+    fmt.add_argument("--preset", choices=sorted(PRESETS),
+                     help="draft (128x128@15), live (real time: 256x256@30, ultrafast), "
+                          "hq (512x512@30); flags given explicitly override it")
+    fmt.add_argument("--fps", type=int, help="frames per second, 1-60 (default: 30)")
+    fmt.add_argument("--size",
                      help="WIDTHxHEIGHT, even, 64x64 to 3840x2160 (default: 256x256)")
-    fmt.add_argument("--crf", type=int, default=23, help="x264 quality, 0-51, lower is better")
-    fmt.add_argument("--encoder-preset", default="veryfast",
+    fmt.add_argument("--crf", type=int, help="x264 quality, 0-51, lower is better (default: 23)")
+    fmt.add_argument("--encoder-preset",
                      choices=("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"),
                      help="x264 speed preset (default: veryfast)")
 
@@ -77,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--out", type=Path, help="fragmented MP4 file (playable while written)")
     out.add_argument("--hls", type=Path, metavar="DIR",
                      help="HLS folder: stream.m3u8 plus .ts segments, watchable while rendering")
-    out.add_argument("--hls-segment-seconds", type=float, default=2.0,
+    out.add_argument("--hls-segment-seconds", type=float,
                      help="HLS segment length in seconds (default: 2)")
     out.add_argument("--report", type=Path, help="run report JSON (default: next to the output)")
     out.add_argument("--workdir", type=Path,
@@ -94,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: 16, at most half a segment)")
     eng.add_argument("--blend", choices=("flow", "crossfade", "cut"), default="flow",
                      help="how boundary overlaps are joined (default: flow)")
+    eng.add_argument("--schedule", choices=("parallel", "chain"), default="parallel",
+                     help="parallel: keyframes first, segments at once (default); chain: each "
+                          "segment waits for the one before (a baseline for benchmarks)")
     eng.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                      help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
     eng.add_argument("--metrics-port", type=int,
@@ -168,7 +175,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     bar = ProgressBar(spec.total_frames, spec.fps, enabled=not args.quiet)
     try:
         report = run_job(spec, beats, address=args.address, metrics=metrics,
-                         on_progress=bar.update, blend=args.blend)
+                         on_progress=bar.update, blend=args.blend,
+                         schedule=args.schedule)
     except KeyboardInterrupt:
         bar.close()
         print(f"lvp: interrupted; what was rendered is kept (report: {report_path(spec)})",

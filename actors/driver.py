@@ -44,8 +44,10 @@ class JobProgress:
 
 
 def ray_init_local(workers: int, object_store_bytes: int) -> None:
-    # Explicit figures: Ray must not size itself from the whole machine.
+    # Explicit figures: Ray must not size itself from the whole machine. address="local"
+    # starts a private instance even when a `ray start` cluster runs on this machine.
     ray.init(
+        address="local",
         num_cpus=workers + 1,
         object_store_memory=object_store_bytes,
         _memory=max(2 * GiB, object_store_bytes),
@@ -86,6 +88,7 @@ def run_job(
     metrics: Metrics | None = None,
     on_progress: ProgressCallback | None = None,
     blend: str = "flow",
+    schedule: str = "parallel",
 ) -> dict:
     """Render one job; returns the run report (a JSON-ready dict)."""
     timeline = Timeline(spec, beats)
@@ -106,12 +109,12 @@ def run_job(
     keyframer = KeyframeActor.options(num_cpus=0.5, scheduling_strategy=here).remote(
         timeline, spec.model, str(spec.workdir))
     stitcher = StitcherActor.options(num_cpus=0.5, scheduling_strategy=here).remote(
-        output_config(spec))
+        output_config(spec), blend)
     workers = [SegmentActor.options(num_cpus=1).remote(spec.model) for _ in range(spec.workers)]
     keyframer.put_job.remote(spec.summary())
     try:
         _pump(timeline, keyframer, workers, stitcher, in_flight_limit, progress, metrics,
-              on_progress, wall0)
+              on_progress, wall0, chain=schedule == "chain")
     except BaseException as exc:  # also Ctrl-C: finish the files before leaving
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         error = f"{type(exc).__name__}: {exc}"
@@ -134,19 +137,25 @@ def run_job(
 
 def _pump(timeline: Timeline, keyframer, workers: list, stitcher, limit: int,
           progress: JobProgress, metrics: Metrics | None,
-          on_progress: ProgressCallback | None, wall0: float) -> None:
-    """Keep up to `limit` segments in flight; forward renders to the stitcher as they finish."""
+          on_progress: ProgressCallback | None, wall0: float, chain: bool = False) -> None:
+    """Keep up to `limit` segments in flight; forward renders to the stitcher as they finish.
+
+    chain=True makes segment k wait for segment k-1 (the autoregressive baseline).
+    """
     total = timeline.num_segments
     load = [0] * len(workers)
     renders: dict[ray.ObjectRef, tuple[int, int, ray.ObjectRef]] = {}  # info -> (k, actor, seg)
     stitches: dict[ray.ObjectRef, int] = {}
     next_k = 0
+    previous: ray.ObjectRef | None = None
     while len(progress.segments_done) < total:
         while next_k < total and len(renders) + len(stitches) < limit:
             plan = timeline.segment(next_k)
             keys = keyframer.run_segment.remote(next_k)
             actor = min(range(len(workers)), key=load.__getitem__)
-            info_ref, seg_ref = workers[actor].render.remote(plan, keys)
+            info_ref, seg_ref = workers[actor].render.remote(plan, keys,
+                                                             previous if chain else None)
+            previous = seg_ref
             renders[info_ref] = (next_k, actor, seg_ref)
             load[actor] += 1
             next_k += 1

@@ -9,6 +9,7 @@ from engine.audio_input import check_audio
 from engine.errors import InputError
 from engine.image_input import check_image
 from engine.models.base import check_backend
+from engine.presets import BASE, resolve
 from engine.schedule import PromptSchedule, read_schedule
 from engine.spec import (
     JobSpec,
@@ -20,17 +21,19 @@ from engine.spec import (
 )
 
 MAX_WORKERS = 1024
-DEFAULT_OVERLAP = 16
 
 
 def spec_from_args(args: argparse.Namespace) -> JobSpec:
+    explicit_overlap = args.overlap  # an explicit overlap is checked, a preset's is clamped
+    fmt = resolve(args.preset, {name: getattr(args, name) for name in BASE})
+    args = argparse.Namespace(**{**vars(args), **fmt})
     duration = parse_duration(args.duration)
     width, height = parse_size(args.size)
     check_range("--fps", args.fps, 1, 60)
     check_range("--workers", args.workers, 1, MAX_WORKERS)
     check_range("--segment-seconds", args.segment_seconds, 1, 60)
     max_overlap = args.segment_seconds * args.fps // 2
-    overlap = min(DEFAULT_OVERLAP, max_overlap) if args.overlap is None else args.overlap
+    overlap = min(args.overlap, max_overlap) if explicit_overlap is None else explicit_overlap
     check_range("--overlap", overlap, 0, max_overlap)
     check_range("--crf", args.crf, 0, 51)
     check_range("--hls-segment-seconds", args.hls_segment_seconds, 0.5, 30)

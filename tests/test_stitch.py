@@ -6,6 +6,7 @@ from engine.models.procedural import SegmentModel
 from engine.prompt import parse_prompt
 from engine.world import render_frame, subject_state
 from stitcher.blend import crossfade, flow_blend, hard_cut
+from stitcher.quality import seam_ratio
 from stitcher.stitch import Stitcher
 from tests.conftest import make_spec, make_timeline
 
@@ -75,18 +76,6 @@ def test_stitcher_rejects_duplicates_and_reports_missing(tmp_path):
         stitcher.add(*segments[1])
     with pytest.raises(RuntimeError, match="segment 0"):
         stitcher.close()
-
-
-def seam_ratio(frames, boundaries, overlap, fps):
-    """Largest frame difference in each blended window over the median difference of the
-    second of frames on either side of it (the local 'inside a segment' motion)."""
-    diffs = np.abs(np.diff(frames.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))
-    ratios = []
-    for b in boundaries:
-        lo, hi = b - overlap // 2 - 1, b + overlap // 2 + 1
-        inside = np.median(np.concatenate([diffs[lo - fps:lo], diffs[hi:hi + fps]]))
-        ratios.append(diffs[lo:hi].max() / inside)
-    return max(ratios)
 
 
 def _shift_and_tint(frames):

@@ -1,0 +1,278 @@
+"""lvp benchmarks: every comparison measured side by side in one run, on this machine.
+
+    python -m bench.bench                 # everything (about 6 minutes on 2 cores)
+    python -m bench.bench --only seams    # one section
+    python -m bench.bench --smoke         # tiny inputs: checks the benchmarks run (CI)
+
+Prints one table per section and writes all numbers to bench/results.json (--json PATH).
+Every render runs as a real `lvp render` subprocess with its own local Ray, the way a user
+runs it; times come from the run report (measured after Ray has started).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+PROMPT = "a red circle bouncing on a night background"
+
+
+class RssSampler:
+    """Peak resident memory of a process and all its descendants (driver + Ray), summed."""
+
+    def __init__(self, pid: int, interval: float = 0.2) -> None:
+        self.root = psutil.Process(pid)
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            total = 0
+            for proc in procs:
+                try:
+                    total += proc.memory_info().rss
+                except psutil.NoSuchProcess:
+                    pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(self.interval)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def render(workdir: Path, name: str, duration: float, *extra: str,
+           measure_rss: bool = False) -> dict:
+    """Run `lvp render` and return its report (plus peak RSS when asked)."""
+    out = workdir / f"{name}.mp4"
+    cmd = [sys.executable, "-m", "actors.cli", "render", "--prompt", PROMPT, "--duration",
+           str(duration), "--out", str(out), "--quiet", "--model", "procedural", *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sampler = RssSampler(proc.pid) if measure_rss else None
+    _, err = proc.communicate()
+    peak = sampler.stop() if sampler else None
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name}: lvp render failed: {err.strip()[-500:]}")
+    report = json.loads(out.with_suffix(".json").read_text())
+    report["peak_rss_bytes"] = peak
+    report["lmdb_bytes"] = sum(f.stat().st_size for f in (workdir / f"{name}.lvp" / "memory.lmdb").iterdir())
+    return report
+
+
+def busy(report: dict) -> dict[str, float]:
+    """Seconds each actor kind was busy: the segment pool's work is spread over its workers."""
+    s = report["stage_seconds"]
+    return {"keyframe": s["keyframe"], "segments": s["render"] / report["workers"],
+            "stitcher": s["blend"] + s["encode"]}
+
+
+def amdahl(serial_share: float, n: int) -> float:
+    return 1.0 / (serial_share + (1.0 - serial_share) / n)
+
+
+def section_schedule(tmp: Path, seconds: float) -> dict:
+    par = render(tmp, "schedule_parallel", seconds, "--workers", "2")
+    chain = render(tmp, "schedule_chain", seconds, "--workers", "2", "--schedule", "chain")
+    rows = [("keyframes-first parallel", par), ("autoregressive chain", chain)]
+    print(f"\n## Schedule: {seconds:g} s of video, 2 workers")
+    print(f"{'schedule':<26}{'wall s':>9}{'first segment s':>17}")
+    for label, r in rows:
+        print(f"{label:<26}{r['wall_seconds']:>9.2f}{r['first_segment_seconds']:>17.2f}")
+    speedup = chain["wall_seconds"] / par["wall_seconds"]
+    print(f"parallel / chain speed-up: {speedup:.2f}x")
+    return {"parallel": _keep(par), "chain": _keep(chain), "speedup": speedup}
+
+
+def section_scaling(tmp: Path, seconds: float) -> dict:
+    one = render(tmp, "scaling_1", seconds, "--workers", "1")
+    two = render(tmp, "scaling_2", seconds, "--workers", "2")
+    s = one["stage_seconds"]
+    work = s["keyframe"] + s["render"] + s["blend"] + s["encode"]
+    serial = (s["keyframe"] + s["blend"] + s["encode"]) / work
+    speedup = one["wall_seconds"] / two["wall_seconds"]
+    predicted = {n: amdahl(serial, n) for n in (8, 32, 128)}
+    print(f"\n## Scaling: {seconds:g} s of video")
+    print(f"1 worker {one['wall_seconds']:.2f} s, 2 workers {two['wall_seconds']:.2f} s: "
+          f"{speedup:.2f}x")
+    print(f"serial share (Stage 1 + blend + encode of all work, 1 worker): {serial:.1%}")
+    print("Amdahl speed-up predicted: " + ", ".join(f"{n} workers {v:.1f}x"
+                                                   for n, v in predicted.items()))
+    return {"one": _keep(one), "two": _keep(two), "speedup": speedup, "serial_share": serial,
+            "predicted": predicted}
+
+
+def section_overhead_and_stitch(reports: dict[str, dict]) -> dict:
+    print("\n## Overhead and stitch/encode share")
+    print(f"{'run':<22}{'wall s':>8}{'bottleneck':>12}{'overhead':>10}{'stitch+enc':>12}")
+    result = {}
+    for label, r in reports.items():
+        b = busy(r)
+        name, secs = max(b.items(), key=lambda kv: kv[1])
+        overhead = max(0.0, 1.0 - secs / r["wall_seconds"])
+        s = r["stage_seconds"]
+        stitch_share = (s["blend"] + s["encode"]) / r["wall_seconds"]
+        print(f"{label:<22}{r['wall_seconds']:>8.2f}{name:>12}{overhead:>10.1%}{stitch_share:>12.1%}")
+        result[label] = {"overhead": overhead, "bottleneck": name, "stitch_share": stitch_share}
+    return result
+
+
+def section_blend_cost(smoke: bool) -> dict:
+    from stitcher.blend import BLENDS
+
+    rng = np.random.default_rng(0)
+    out = {}
+    print("\n## Blend cost per boundary (16 overlap frames)")
+    for size in (256,) if smoke else (256, 512):
+        a = rng.integers(0, 256, (16, size, size, 3), dtype=np.uint8)
+        b = np.roll(a, 2, axis=2)
+        for name, fn in BLENDS.items():
+            fn(a, b)
+            start = time.perf_counter()
+            reps = 2 if smoke else 5
+            for _ in range(reps):
+                fn(a, b)
+            ms = (time.perf_counter() - start) / reps * 1000
+            out[f"{name}_{size}"] = ms
+            print(f"{name:<10}{size}x{size}: {ms:8.1f} ms per boundary")
+    return out
+
+
+def section_presets(tmp: Path, seconds: float) -> dict:
+    print(f"\n## Presets: {seconds:g} s of video, 2 workers, MP4 only")
+    print(f"{'preset':<8}{'size':>10}{'fps':>5}{'wall s':>9}{'real-time factor':>18}")
+    out = {}
+    for preset in ("draft", "live", "hq"):
+        r = render(tmp, f"preset_{preset}", seconds, "--preset", preset, "--workers", "2")
+        out[preset] = _keep(r)
+        size = "x".join(map(str, r["size"]))
+        print(f"{preset:<8}{size:>10}{r['fps']:>5}{r['wall_seconds']:>9.2f}{r['realtime_factor']:>18.2f}")
+    return out
+
+
+def section_memory(tmp: Path, short: float, long: float) -> dict:
+    a = render(tmp, "memory_short", short, "--preset", "live", measure_rss=True)
+    b = render(tmp, "memory_long", long, "--preset", "live", measure_rss=True)
+    ratio = b["peak_rss_bytes"] / a["peak_rss_bytes"]
+    per_hour = b["lmdb_bytes"] / long * 3600
+    print("\n## Memory (live preset; driver + every Ray process, summed)")
+    print(f"{short:g} s of video: peak RSS {a['peak_rss_bytes'] / 2**20:.0f} MiB")
+    print(f"{long:g} s of video: peak RSS {b['peak_rss_bytes'] / 2**20:.0f} MiB  "
+          f"(ratio {ratio:.2f})")
+    print(f"LMDB replay memory: {per_hour / 2**20:.1f} MiB per hour of video (file size, "
+          f"includes LMDB's page overhead)")
+    return {"short_peak_rss": a["peak_rss_bytes"], "long_peak_rss": b["peak_rss_bytes"],
+            "ratio": ratio, "lmdb_bytes_per_hour": per_hour}
+
+
+def section_seams(smoke: bool) -> dict:
+    from engine.models.base import MemoryView
+    from engine.models.procedural import SegmentModel
+    from engine.schedule import PromptSchedule
+    from engine.spec import JobSpec
+    from engine.timeline import BeatTrack, Timeline
+    from stitcher.quality import seam_ratio
+    from stitcher.stitch import Stitcher
+
+    class Collect:
+        def __init__(self) -> None:
+            self.chunks: list[np.ndarray] = []
+
+        def write(self, frames: np.ndarray) -> None:
+            self.chunks.append(frames)
+
+        def close(self) -> None:
+            pass
+
+    print("\n## Seams: neighbours that disagree a little (every other segment shifted 1 px "
+          "and 1 level brighter), seam ratio = max diff in the blend window / local median")
+    duration = 10 if smoke else 30
+    spec = JobSpec(schedule=PromptSchedule.single("a red circle orbiting on a day background"),
+                   duration=duration, fps=30, width=256, height=256, overlap=16)
+    timeline = Timeline(spec, BeatTrack.metronome(spec.total_frames, spec.fps))
+    model = SegmentModel()
+    segments = []
+    for k in range(timeline.num_segments):
+        plan = timeline.segment(k)
+        frames = model.render(plan, (), MemoryView())
+        if k % 2:
+            frames = np.clip(np.roll(frames, 1, axis=2).astype(np.int16) + 1, 0, 255).astype(np.uint8)
+        nxt = timeline.segment(k + 1).frame_start if k + 1 < timeline.num_segments else plan.frame_stop
+        segments.append((k, plan.frame_start, frames, plan.frame_stop - nxt))
+    boundaries = [round(timeline.segment(k).t0 * spec.fps) for k in range(1, timeline.num_segments)]
+    out = {}
+    for blend in ("flow", "crossfade", "cut"):
+        sink = Collect()
+        stitcher = Stitcher([sink], blend=blend)
+        for seg in segments:
+            stitcher.add(*seg)
+        stitcher.close()
+        out[blend] = seam_ratio(np.concatenate(sink.chunks), boundaries, spec.overlap, spec.fps)
+        print(f"{blend:<10} seam ratio {out[blend]:.2f}")
+    return out
+
+
+def _keep(report: dict) -> dict:
+    keys = ("wall_seconds", "first_segment_seconds", "realtime_factor", "stage_seconds",
+            "frames", "fps", "size", "workers", "peak_rss_bytes", "lmdb_bytes")
+    return {k: report.get(k) for k in keys}
+
+
+SECTIONS = ("schedule", "scaling", "overhead", "blend", "presets", "memory", "seams")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=SECTIONS, action="append")
+    parser.add_argument("--smoke", action="store_true", help="tiny inputs; checks that it runs")
+    parser.add_argument("--json", type=Path, default=Path(__file__).with_name("results.json"))
+    args = parser.parse_args()
+    only = set(args.only or SECTIONS)
+    scale = 0.1 if args.smoke else 1.0
+    results: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                 "processor": platform.processor(),
+                                 "memory_gib": round(psutil.virtual_memory().total / 2**30, 1)}}
+    print(f"machine: {results['machine']}")
+    with tempfile.TemporaryDirectory(prefix="lvp-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        if "schedule" in only:
+            results["schedule"] = section_schedule(tmp, 120 * scale)
+        if "scaling" in only or "overhead" in only:
+            results["scaling"] = section_scaling(tmp, 120 * scale)
+        if "presets" in only or "overhead" in only:
+            results["presets"] = section_presets(tmp, 60 * scale)
+        if "overhead" in only:
+            reports = {"1 worker": results["scaling"]["one"], "2 workers": results["scaling"]["two"]}
+            reports.update({f"preset {k}": v for k, v in results["presets"].items()})
+            results["overhead"] = section_overhead_and_stitch(reports)
+        if "blend" in only:
+            results["blend_ms"] = section_blend_cost(args.smoke)
+        if "memory" in only:
+            results["memory"] = section_memory(tmp, 60 * scale, 600 * scale)
+        if "seams" in only:
+            results["seams"] = section_seams(args.smoke)
+    args.json.write_text(json.dumps(results, indent=2))
+    print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
