@@ -12,6 +12,7 @@ runs it; times come from the run report (measured after Ray has started).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -47,10 +48,8 @@ class RssSampler:
                 return
             total = 0
             for proc in procs:
-                try:
+                with contextlib.suppress(psutil.NoSuchProcess):
                     total += proc.memory_info().rss
-                except psutil.NoSuchProcess:
-                    pass
             self.peak = max(self.peak, total)
             self._stop.wait(self.interval)
 

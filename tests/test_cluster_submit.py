@@ -1,5 +1,6 @@
 """`ray job submit` to a token-authenticated cluster that this test starts (and stops)."""
 
+import contextlib
 import os
 import secrets
 import signal
@@ -48,14 +49,10 @@ def cluster(tmp_path):
     finally:
         # Only the processes this test started: the head and its process group.
         os.killpg(head.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             head.wait(20)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(head.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def test_job_submit_renders_on_the_cluster(cluster, tmp_path):
