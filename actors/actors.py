@@ -5,6 +5,7 @@ The same objects run in one process in unit tests; here they run across a cluste
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +19,16 @@ from stitcher.stitch import Stitcher, StitchStats
 
 
 def _limit_threads(threads: int) -> None:
-    """One actor per core: keep torch and OpenCV from oversubscribing the machine."""
-    import cv2
-    import torch
+    """One actor per core: keep torch and OpenCV from oversubscribing the machine.
 
-    torch.set_num_threads(threads)
+    Call it after the backend is loaded: torch is only configured where a backend imported
+    it, so torch-free backends don't pay its start-up time and memory in every actor.
+    """
+    import cv2
+
     cv2.setNumThreads(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
 
 
 @dataclass(frozen=True)
@@ -41,9 +46,9 @@ class KeyframeActor:
     """Stage 1 and the only writer of the LMDB replay memory and ledger."""
 
     def __init__(self, timeline: Timeline, model: str, workdir: str, threads: int = 1) -> None:
-        _limit_threads(threads)
         self.memory = ReplayMemory(Path(workdir))
         self.stage = KeyframeStage(timeline, model, self.memory)
+        _limit_threads(threads)
 
     def put_job(self, info: dict) -> None:
         self.memory.put_job(info)
@@ -63,8 +68,8 @@ class SegmentActor:
     """Stage 2: renders whole segments."""
 
     def __init__(self, model: str, threads: int = 1) -> None:
-        _limit_threads(threads)
         self.stage = SegmentStage(model)
+        _limit_threads(threads)
 
     @ray.method(num_returns=2)
     def render(self, plan: SegmentPlan, keys: SegmentKeyframes,
@@ -82,8 +87,8 @@ class StitcherActor:
     """Stage 3: orders, blends and encodes; owns the output files."""
 
     def __init__(self, outputs: OutputConfig, blend: str = "flow", threads: int = 1) -> None:
-        _limit_threads(threads)
         self.stitcher = Stitcher(open_sinks(outputs), blend=blend)
+        _limit_threads(threads)
 
     def add(self, segment: RenderedSegment, shared_tail: int) -> StitchStats:
         return self.stitcher.add(segment.index, segment.frame_start, segment.frames, shared_tail)

@@ -214,9 +214,7 @@ def _account(stat: StitchStats, timeline: Timeline, keyframer, progress: JobProg
 
 def build_report(spec: JobSpec, timeline: Timeline, progress: JobProgress, wall: float,
                  status: str, error: str | None) -> dict:
-    import av
-    import numpy
-    import torch
+    from importlib.metadata import version
 
     from engine import __version__
 
@@ -247,8 +245,8 @@ def build_report(spec: JobSpec, timeline: Timeline, progress: JobProgress, wall:
         "realtime_factor": progress.frames / spec.fps / wall if wall > 0 else None,
         "warnings": list(spec.warnings),
         "versions": {"lvp": __version__, "python": platform.python_version(),
-                     "ray": ray.__version__, "av": av.__version__, "numpy": numpy.__version__,
-                     "torch": torch.__version__},
+                     "ray": ray.__version__, "av": version("av"), "numpy": version("numpy"),
+                     "torch": version("torch")},
         "host": {"cpus": os.cpu_count(), "platform": platform.platform()},
     }
 
