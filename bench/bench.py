@@ -30,7 +30,11 @@ PROMPT = "a red circle bouncing on a night background"
 
 
 class RssSampler:
-    """Peak resident memory of a process and all its descendants (driver + Ray), summed."""
+    """Peak memory of a process and all its descendants (driver + Ray), summed.
+
+    Sums PSS (proportional set size), not RSS: Ray's shared-memory object store is mapped
+    into every worker, and summing RSS would count each shared page once per process.
+    """
 
     def __init__(self, pid: int, interval: float = 0.2) -> None:
         self.root = psutil.Process(pid)
@@ -49,7 +53,7 @@ class RssSampler:
             total = 0
             for proc in procs:
                 with contextlib.suppress(psutil.NoSuchProcess):
-                    total += proc.memory_info().rss
+                    total += proc.memory_full_info().pss
             self.peak = max(self.peak, total)
             self._stop.wait(self.interval)
 
@@ -61,7 +65,7 @@ class RssSampler:
 
 def render(workdir: Path, name: str, duration: float, *extra: str,
            measure_rss: bool = False) -> dict:
-    """Run `lvp render` and return its report (plus peak RSS when asked)."""
+    """Run `lvp render` and return its report (plus peak PSS when asked)."""
     out = workdir / f"{name}.mp4"
     cmd = [sys.executable, "-m", "actors.cli", "render", "--prompt", PROMPT, "--duration",
            str(duration), "--out", str(out), "--quiet", "--model", "procedural", *extra]
@@ -172,9 +176,9 @@ def section_memory(tmp: Path, short: float, long: float) -> dict:
     b = render(tmp, "memory_long", long, "--preset", "live", measure_rss=True)
     ratio = b["peak_rss_bytes"] / a["peak_rss_bytes"]
     per_hour = b["lmdb_bytes"] / long * 3600
-    print("\n## Memory (live preset; driver + every Ray process, summed)")
-    print(f"{short:g} s of video: peak RSS {a['peak_rss_bytes'] / 2**20:.0f} MiB")
-    print(f"{long:g} s of video: peak RSS {b['peak_rss_bytes'] / 2**20:.0f} MiB  "
+    print("\n## Memory (live preset; PSS of the driver and every Ray process, summed)")
+    print(f"{short:g} s of video: peak PSS {a['peak_rss_bytes'] / 2**20:.0f} MiB")
+    print(f"{long:g} s of video: peak PSS {b['peak_rss_bytes'] / 2**20:.0f} MiB  "
           f"(ratio {ratio:.2f})")
     print(f"LMDB replay memory: {per_hour / 2**20:.1f} MiB per hour of video (file size, "
           f"includes LMDB's page overhead)")
