@@ -126,7 +126,11 @@ def run_job(
         except Exception as close_exc:  # noqa: BLE001 - report, never mask the first error
             error = error or f"closing outputs failed: {close_exc}"
             status = "failed"
-        ray.get(keyframer.close.remote())
+        try:
+            ray.get(keyframer.close.remote())
+        except Exception as close_exc:  # noqa: BLE001 - a dead actor's LMDB closes with it
+            error = error or f"closing the replay memory failed: {close_exc}"
+            status = "failed"
         wall = time.perf_counter() - wall0
         report = build_report(spec, timeline, progress, wall, status, error)
         write_report(spec, report)
