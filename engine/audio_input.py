@@ -33,7 +33,7 @@ import av
 import av.error
 import numpy as np
 
-from engine.errors import InputError
+from engine.errors import InputError, input_error
 
 _HOP_S = 0.008  # internal onset grid step
 _WIN_S = 0.032  # analysis window (rounded to a power of two samples)
@@ -62,38 +62,26 @@ _CONTAINER_OPTIONS = {"format_whitelist": _FORMAT_WHITELIST, "protocol_whitelist
 _UNREADABLE = "audio is not a readable audio file"
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def _fail(problem: str, path: Path, reason: BaseException | str | None = None) -> InputError:
-    msg = f"{problem}: {path}"
-    if reason is not None:
-        detail = _one_line(str(reason)) or type(reason).__name__
-        msg += f" ({detail})"
-    return InputError(_one_line(msg))
-
-
 def _open(path: str | Path) -> tuple[Path, av.container.InputContainer, av.audio.AudioStream]:
     p = Path(path)
     if not p.is_file():
-        raise _fail("audio not found", p)
+        raise input_error("audio not found", p)
     try:
         container = av.open(
             str(p), "r", container_options=_CONTAINER_OPTIONS, metadata_errors="replace"
         )
     except av.error.ArgumentError:
         # EINVAL from avformat_open_input: the demuxer is not on our whitelist.
-        raise _fail(_UNREADABLE, p, "unsupported container format") from None
+        raise input_error(_UNREADABLE, p, "unsupported container format") from None
     except (av.error.FFmpegError, OSError, ValueError) as e:
-        raise _fail(_UNREADABLE, p, e) from None
+        raise input_error(_UNREADABLE, p, e) from None
     try:
         stream = container.streams.best("audio")
     except Exception:  # best() needs a codec; fall back to the first audio stream
         stream = container.streams.audio[0] if container.streams.audio else None
     if stream is None:
         container.close()
-        raise _fail(_UNREADABLE, p, "no audio stream")
+        raise input_error(_UNREADABLE, p, "no audio stream")
     return p, container, stream
 
 
@@ -130,9 +118,9 @@ def check_audio(path: str | Path) -> float:
                 except av.error.FFmpegError:
                     continue
         except (av.error.FFmpegError, OSError, ValueError) as e:
-            raise _fail(_UNREADABLE, p, e) from None
+            raise input_error(_UNREADABLE, p, e) from None
         if not decoded:
-            raise _fail(_UNREADABLE, p, "no decodable audio frame")
+            raise input_error(_UNREADABLE, p, "no decodable audio frame")
 
         if stream.duration and stream.time_base and stream.duration > 0:
             return float(stream.duration * stream.time_base)
@@ -145,9 +133,9 @@ def check_audio(path: str | Path) -> float:
         try:
             total = sum(f.samples / f.sample_rate for f in _decoded_frames(container, stream))
         except (av.error.FFmpegError, OSError, ValueError) as e:
-            raise _fail(_UNREADABLE, p, e) from None
+            raise input_error(_UNREADABLE, p, e) from None
     if total <= 0:
-        raise _fail(_UNREADABLE, p, "no audio samples")
+        raise input_error(_UNREADABLE, p, "no audio samples")
     return total
 
 
@@ -230,9 +218,9 @@ def _onset_curve(path: str | Path, sample_rate: int) -> tuple[np.ndarray, int, i
             for out in resampler.resample(None):
                 tracker.push(out.to_ndarray().reshape(-1))
         except (av.error.FFmpegError, OSError, ValueError) as e:
-            raise _fail(_UNREADABLE, p, e) from None
+            raise input_error(_UNREADABLE, p, e) from None
     if tracker.n_samples == 0:
-        raise _fail(_UNREADABLE, p, "no audio samples")
+        raise input_error(_UNREADABLE, p, "no audio samples")
     return tracker.finish(), tracker.hop, tracker.n_samples
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from engine.errors import InputError
+from engine.errors import InputError, input_error, one_line
 
 MAX_PIXELS = 50_000_000
 
@@ -48,19 +48,6 @@ _EXIF_ORIENTATION = 0x0112
 _SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that rotate by 90 degrees
 
 
-def _one_line(text: str) -> str:
-    """Messages must stay on one line even if a path or a Pillow reason has newlines."""
-    return " ".join(str(text).split())
-
-
-def _fail(problem: str, path: Path, reason: BaseException | str | None = None) -> InputError:
-    msg = f"{problem}: {path}"
-    if reason is not None:
-        detail = _one_line(str(reason)) or type(reason).__name__
-        msg += f" ({detail})"
-    return InputError(_one_line(msg))
-
-
 def _formats() -> tuple[str, ...]:
     Image.init()  # registers plugins; cheap after the first call
     return tuple(f for f in _ALLOWED_FORMATS if f in Image.OPEN)
@@ -81,7 +68,7 @@ def _open_checked(path: str | Path, target: tuple[int, int] | None = None) -> Im
     """
     p = Path(path)
     if not p.is_file():
-        raise _fail("image not found", p)
+        raise input_error("image not found", p)
 
     # Turn Pillow's bomb warning into an error; the hard limit is our own MAX_PIXELS check.
     with warnings.catch_warnings():
@@ -89,17 +76,17 @@ def _open_checked(path: str | Path, target: tuple[int, int] | None = None) -> Im
         try:
             img = Image.open(p, formats=_formats())
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise _fail("image is too large", p, e) from None
+            raise input_error("image is too large", p, e) from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise _fail("image is not a readable picture", p, e) from None
+            raise input_error("image is not a readable picture", p, e) from None
 
         try:
             w, h = img.size
             # Header-only check: nothing has been decoded or allocated yet.
             if w <= 0 or h <= 0:
-                raise _fail("image has no pixels", p, f"{w}x{h}")
+                raise input_error("image has no pixels", p, f"{w}x{h}")
             if w * h > MAX_PIXELS:
-                raise _fail("image is too large", p, f"{w}x{h} = {w * h} pixels > {MAX_PIXELS}")
+                raise input_error("image is too large", p, f"{w}x{h} = {w * h} pixels > {MAX_PIXELS}")
             if target is not None:
                 # draft works on stored axes; EXIF rotation may swap them for display.
                 tw, th = target
@@ -110,9 +97,9 @@ def _open_checked(path: str | Path, target: tuple[int, int] | None = None) -> Im
             except MemoryError:
                 raise
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-                raise _fail("image is too large", p, e) from None
+                raise input_error("image is too large", p, e) from None
             except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, ...
-                raise _fail("image is corrupt or truncated", p, e) from None
+                raise input_error("image is corrupt or truncated", p, e) from None
         except BaseException:
             img.close()
             raise
@@ -152,7 +139,7 @@ def _to_rgb(img: Image.Image, path: Path) -> Image.Image:
             return Image.alpha_composite(bg, rgba).convert("RGB")
         return img.convert("RGB")  # P, 1, L, CMYK, YCbCr, RGBX, ...
     except ValueError as e:
-        raise _fail("image has an unsupported color mode", path, f"{mode}: {e}") from None
+        raise input_error("image has an unsupported color mode", path, f"{mode}: {e}") from None
 
 
 def load_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
@@ -164,7 +151,7 @@ def load_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     tw, th = (int(size[0]), int(size[1]))
     p = Path(path)
     if tw <= 0 or th <= 0:
-        raise InputError(_one_line(f"image size must be positive, got {size!r}: {p}"))
+        raise InputError(one_line(f"image size must be positive, got {size!r}: {p}"))
 
     with _open_checked(p, target=(tw, th)) as img:
         try:

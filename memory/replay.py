@@ -87,27 +87,24 @@ class ReplayMemory:
             return None
         return MemoryEntry(t, decode_png(png), json.loads(meta))
 
-    def keyframe_times(self) -> list[float]:
+    def _scan(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        """Every (key without prefix, value) under a prefix, in key order."""
+        items = []
         with self._env.begin() as txn:
             cursor = txn.cursor()
-            if not cursor.set_range(b"km/"):
-                return []
-            times = []
-            for key in cursor.iternext(values=False):
-                if not key.startswith(b"km/"):
-                    break
-                times.append(int(key[3:]) / 1000.0)
-        return times
+            if cursor.set_range(prefix):
+                for key, value in cursor:
+                    if not key.startswith(prefix):
+                        break
+                    items.append((key[len(prefix):], value))
+        return items
+
+    def keyframe_times(self) -> list[float]:
+        return [int(key) / 1000.0 for key, _ in self._scan(b"km/")]
 
     def metadata(self) -> Iterator[dict[str, Any]]:
         """Metadata of every keyframe, in time order, without decoding images."""
-        with self._env.begin() as txn:
-            cursor = txn.cursor()
-            if cursor.set_range(b"km/"):
-                for key, value in cursor:
-                    if not key.startswith(b"km/"):
-                        break
-                    yield json.loads(value)
+        return (json.loads(value) for _, value in self._scan(b"km/"))
 
     def nearest_at_or_before(self, t: float) -> MemoryEntry | None:
         times = [x for x in self.keyframe_times() if x <= t + 1e-9]
@@ -119,15 +116,7 @@ class ReplayMemory:
             txn.put(b"seg/%08d" % index, json.dumps(info).encode())
 
     def finished_segments(self) -> dict[int, dict[str, Any]]:
-        done: dict[int, dict[str, Any]] = {}
-        with self._env.begin() as txn:
-            cursor = txn.cursor()
-            if cursor.set_range(b"seg/"):
-                for key, value in cursor:
-                    if not key.startswith(b"seg/"):
-                        break
-                    done[int(key[4:])] = json.loads(value)
-        return done
+        return {int(key): json.loads(value) for key, value in self._scan(b"seg/")}
 
     # job
     def put_job(self, info: dict[str, Any]) -> None:
