@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import av
 import numpy as np
 import pytest
 
@@ -24,3 +25,15 @@ def make_timeline(spec: JobSpec) -> Timeline:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+def write_mono_wav(path, samples: np.ndarray, rate: int):
+    """Float samples in [-1, 1] to a 16-bit mono WAV file, through PyAV."""
+    pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16)[None]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("pcm_s16le", rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        frame.sample_rate = rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    return path

@@ -7,6 +7,8 @@ import av
 import numpy as np
 import pytest
 
+from tests.conftest import write_mono_wav
+
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
@@ -16,13 +18,7 @@ def write_beat(path, seconds=20, rate=22050):
     for k in range(seconds * 2):
         i = int(k * 0.5 * rate)
         samples[i:i + 1000] += 0.8 * np.exp(-np.arange(1000) / 150)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("pcm_s16le", rate=rate, layout="mono")
-        frame = av.AudioFrame.from_ndarray((np.clip(samples, -1, 1) * 32767).astype(np.int16)[None],
-                                           format="s16", layout="mono")
-        frame.sample_rate = rate
-        for packet in [*stream.encode(frame), *stream.encode(None)]:
-            out.mux(packet)
+    write_mono_wav(path, samples, rate)
 
 
 def test_ten_minute_render_with_audio_mp4_and_hls(tmp_path):

@@ -19,7 +19,7 @@ from actors.metrics import Metrics
 from engine.audio_input import beat_envelope
 from engine.timeline import BeatTrack
 from memory.replay import ReplayMemory
-from tests.conftest import make_spec
+from tests.conftest import make_spec, write_mono_wav
 
 pytestmark = pytest.mark.ray
 
@@ -41,16 +41,7 @@ def beat_wav(tmp_path_factory):
     for k in range(6):
         i = int(k * 0.5 * rate)
         signal_[i:i + 400] += np.hanning(800)[400:] * 0.8
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("pcm_s16le", rate=rate, layout="mono")
-        frame = av.AudioFrame.from_ndarray((signal_ * 32767).astype(np.int16)[None], format="s16",
-                                           layout="mono")
-        frame.sample_rate = rate
-        for packet in stream.encode(frame):
-            out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return path
+    return write_mono_wav(path, signal_, rate)
 
 
 def decode_video(path):
