@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from engine.errors import InputError
+from engine.models.base import BACKENDS, DEFAULT_BACKEND
 from engine.presets import PRESETS
 
 EXIT_INPUT = 2
@@ -88,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="replay memory and ledger folder (default: OUT.lvp or HLS/.lvp)")
 
     eng = r.add_argument_group("engine")
-    eng.add_argument("--model", default="procedural", help="backend name (default: procedural)")
+    eng.add_argument("--model", default=DEFAULT_BACKEND,
+                     help=f"backend: {', '.join(BACKENDS)} (default: {DEFAULT_BACKEND}, the bundled "
+                          "learned model; procedural is the world simulator itself)")
     eng.add_argument("--workers", type=int, default=2,
                      help="segment actors rendering in parallel (default: 2)")
     eng.add_argument("--segment-seconds", type=int, default=5,
@@ -108,6 +111,33 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--metrics-host", default="127.0.0.1",
                      help="address the metrics server binds (default: 127.0.0.1)")
     eng.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    t = sub.add_parser("train", help="train the bundled tiny model on the procedural world",
+                       description="Train the tiny model from scratch on data drawn from the "
+                                   "procedural world (seeded, reproducible). Writes safetensors "
+                                   "weights plus a JSON manifest (hash, command, losses). Use "
+                                   "them with LVP_TINY_WEIGHTS=FILE lvp render ...",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("--minutes", type=float, default=52.0,
+                   help="wall-clock training budget (default: 52, what the shipped weights used)")
+    t.add_argument("--steps", type=int, help="stop after this many steps instead (if sooner)")
+    t.add_argument("--seed", type=int, default=0, help="data and initialisation seed (default: 0)")
+    t.add_argument("--out", type=Path, default=Path("tiny.safetensors"),
+                   help="weights file to write (default: ./tiny.safetensors)")
+    t.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="torch threads (default: all cores)")
+
+    e = sub.add_parser("eval", help="measure the tiny model and the procedural oracle",
+                       description="Prompt adherence on held-out color-shape pairs, image "
+                                   "conditioning, audio sync, long-horizon consistency with and "
+                                   "without the replay memory, flicker and seams.")
+    e.add_argument("--models", default="tiny,procedural",
+                   help="comma-separated backends (default: tiny,procedural)")
+    e.add_argument("--quick", action="store_true",
+                   help="a few minutes: fewer prompts, a 10-minute instead of 60-minute horizon")
+    e.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    e.add_argument("--out", type=Path, help="also write the results as JSON here")
+    e.add_argument("--weights", type=Path, help="tiny weights file (default: the bundled one)")
 
     m = sub.add_parser("memory", help="inspect a job's LMDB replay memory")
     msub = m.add_subparsers(dest="memory_command", required=True, parser_class=OneLineParser)
@@ -129,12 +159,66 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "render":
             return cmd_render(args)
+        if args.command == "train":
+            return cmd_train(args)
+        if args.command == "eval":
+            return cmd_eval(args)
         from actors import memory_cli
 
         return memory_cli.run(args)
     except InputError as exc:
         print(f"lvp: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from engine.spec import check_output_file, check_range
+
+    if not 0 < args.minutes <= 24 * 60:
+        raise InputError(f"--minutes must be more than 0 and at most 1440, got {args.minutes}")
+    if args.steps is not None:
+        check_range("--steps", args.steps, 1, 10**9)
+    check_range("--threads", args.threads, 1, 1024)
+    check_output_file(args.out, "weights")
+    from engine.models.tiny.train import TrainConfig, train
+
+    cfg = TrainConfig(minutes=args.minutes, steps=args.steps or TrainConfig.steps, seed=args.seed,
+                      threads=args.threads)
+    command = " ".join(["lvp", *sys.argv[1:]]) if sys.argv[1:2] == ["train"] else "lvp train"
+    manifest = train(cfg, args.out, command, log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(f"lvp: wrote {args.out} ({manifest['steps']} steps in {manifest['seconds'] / 60:.1f} min); "
+          f"use it with LVP_TINY_WEIGHTS={args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from engine.models.base import check_backend
+    from engine.spec import check_output_file
+
+    if args.weights is not None:
+        if not args.weights.is_file():
+            raise InputError(f"weights not found: {args.weights}")
+        os.environ["LVP_TINY_WEIGHTS"] = str(args.weights)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not models:
+        raise InputError("--models names no backend")
+    for name in models:
+        check_backend(name)
+    check_backend("tiny")  # the subject probe ships in the tiny weights
+    if args.out is not None:
+        check_output_file(args.out, "results")
+    from engine.evaluate import EvalConfig, evaluate, table
+
+    cfg = EvalConfig(quick=args.quick)
+    results = [evaluate(name, cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
+               for name in models]
+    payload = {"quick": cfg.quick, "results": results}
+    if args.out is not None:
+        args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    print(json.dumps(payload, indent=2) if args.json else table(results))
+    return 0
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from engine.audio_input import check_audio
 from engine.errors import InputError
 from engine.image_input import check_image
-from engine.models.base import check_backend
+from engine.models.base import STRICT_PROMPTS, check_backend
 from engine.presets import BASE, resolve
 from engine.schedule import PromptSchedule, read_schedule
 from engine.spec import (
@@ -39,14 +39,15 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
     check_range("--hls-segment-seconds", args.hls_segment_seconds, 0.5, 30)
     check_range("--seed", args.seed, 0, 2**63 - 1)
     check_backend(args.model)
+    strict = args.model in STRICT_PROMPTS
 
     if args.prompts is not None:
-        schedule = read_schedule(args.prompts)
+        schedule = read_schedule(args.prompts, require_subject=strict)
     else:
         if not args.prompt.strip():
             raise InputError("prompt is empty")
         schedule = PromptSchedule.single(args.prompt)
-    warnings = schedule.warnings()
+    warnings = schedule.warnings(require_subject=strict)
     late = [t for t in schedule.starts if t >= duration]
     if late:
         warnings.append(f"{len(late)} scheduled prompt(s) start after the video ends")

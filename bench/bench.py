@@ -27,6 +27,7 @@ import numpy as np
 import psutil
 
 PROMPT = "a red circle bouncing on a night background"
+MODEL = ["tiny"]  # set from --model: the backend every render uses
 
 
 class RssSampler:
@@ -68,7 +69,7 @@ def render(workdir: Path, name: str, duration: float, *extra: str,
     """Run `lvp render` and return its report (plus peak PSS when asked)."""
     out = workdir / f"{name}.mp4"
     cmd = [sys.executable, "-m", "actors.cli", "render", "--prompt", PROMPT, "--duration",
-           str(duration), "--out", str(out), "--quiet", "--model", "procedural", *extra]
+           str(duration), "--out", str(out), "--quiet", "--model", MODEL[0], *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sampler = RssSampler(proc.pid) if measure_rss else None
     _, err = proc.communicate()
@@ -187,43 +188,35 @@ def section_memory(tmp: Path, short: float, long: float) -> dict:
 
 
 def section_seams(smoke: bool) -> dict:
-    from engine.models.base import MemoryView
-    from engine.models.procedural import SegmentModel
-    from engine.schedule import PromptSchedule
-    from engine.spec import JobSpec
-    from engine.timeline import BeatTrack, Timeline
+    from engine.evaluate import Run, _Collect, _spec
     from stitcher.quality import seam_ratio
     from stitcher.stitch import Stitcher
 
-    class Collect:
-        def __init__(self) -> None:
-            self.chunks: list[np.ndarray] = []
-
-        def write(self, frames: np.ndarray) -> None:
-            self.chunks.append(frames)
-
-        def close(self) -> None:
-            pass
-
-    print("\n## Seams: neighbours that disagree a little (every other segment shifted 1 px "
-          "and 1 level brighter), seam ratio = max diff in the blend window / local median")
-    duration = 10 if smoke else 30
-    spec = JobSpec(schedule=PromptSchedule.single("a red circle orbiting on a day background"),
-                   duration=duration, fps=30, width=256, height=256, overlap=16)
-    timeline = Timeline(spec, BeatTrack.metronome(spec.total_frames, spec.fps))
-    model = SegmentModel()
+    model = MODEL[0]
+    oracle = model == "procedural"
+    print(f"\n## Seams ({model}): seam ratio = max frame difference in the blend window / "
+          "local median" + (" (oracle segments agree exactly, so every other one is shifted "
+                            "1 px and 1 level brighter)" if oracle else ""))
+    spec = _spec("a red circle orbiting on a day background", 10 if smoke else 30, model, 0,
+                 size=256, fps=30)
+    spec = type(spec)(**{**spec.__dict__, "overlap": 16})
+    run = Run(spec)
     segments = []
-    for k in range(timeline.num_segments):
-        plan = timeline.segment(k)
-        frames = model.render(plan, (), MemoryView())
-        if k % 2:
-            frames = np.clip(np.roll(frames, 1, axis=2).astype(np.int16) + 1, 0, 255).astype(np.uint8)
-        nxt = timeline.segment(k + 1).frame_start if k + 1 < timeline.num_segments else plan.frame_stop
-        segments.append((k, plan.frame_start, frames, plan.frame_stop - nxt))
+    try:
+        timeline = run.timeline
+        for k in range(timeline.num_segments):
+            plan = timeline.segment(k)
+            frames = run.segment(k, run.keys(k))
+            if oracle and k % 2:
+                frames = np.clip(np.roll(frames, 1, axis=2).astype(np.int16) + 1, 0, 255).astype(np.uint8)
+            nxt = timeline.segment(k + 1).frame_start if k + 1 < timeline.num_segments else plan.frame_stop
+            segments.append((k, plan.frame_start, frames, plan.frame_stop - nxt))
+    finally:
+        run.close()
     boundaries = [round(timeline.segment(k).t0 * spec.fps) for k in range(1, timeline.num_segments)]
     out = {}
     for blend in ("flow", "crossfade", "cut"):
-        sink = Collect()
+        sink = _Collect()
         stitcher = Stitcher([sink], blend=blend)
         for seg in segments:
             stitcher.add(*seg)
@@ -247,10 +240,12 @@ def main() -> int:
     parser.add_argument("--only", choices=SECTIONS, action="append")
     parser.add_argument("--smoke", action="store_true", help="tiny inputs; checks that it runs")
     parser.add_argument("--json", type=Path, default=Path(__file__).with_name("results.json"))
+    parser.add_argument("--model", default="tiny", help="backend to measure (default: tiny)")
     args = parser.parse_args()
+    MODEL[0] = args.model
     only = set(args.only or SECTIONS)
     scale = 0.1 if args.smoke else 1.0
-    results: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+    results: dict = {"model": args.model, "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                  "processor": platform.processor(),
                                  "memory_gib": round(psutil.virtual_memory().total / 2**30, 1)}}
     print(f"machine: {results['machine']}")

@@ -68,6 +68,13 @@ _STOPWORDS = {
     "toward", "towards", "up", "down", "along", "against", "one", "single", "time",
 }
 
+# Every word the parser knows, by role (the bundled model's tokenizer and training prompts use it).
+KNOWN_WORDS: dict[str, dict[str, str]] = {
+    "color": _COLOR_WORDS, "shape": _SHAPE_WORDS, "motion": _MOTION_WORDS,
+    "background": _BACKGROUND_WORDS, "drift": {w: w for w in _DRIFT_WORDS},
+    "direction": _DIRECTIONS, "stop": {w: w for w in _STOPWORDS},
+}
+
 DEFAULT_COLOR = "white"
 DEFAULT_MOTION = "resting"
 DEFAULT_BACKGROUND = "day"
@@ -92,12 +99,8 @@ class Scene:
         return f"a {self.color} {self.shape} {motion} on a {self.background} background"
 
 
-def parse_prompt(text: str) -> Scene:
-    """Map a free-text prompt onto the world's vocabulary.
-
-    The first color, shape, motion and background named win; anything unrecognised
-    is listed in ``Scene.warnings``.
-    """
+def _scan(text: str) -> tuple[str | None, str | None, str | None, str | None, list[str]]:
+    """The first color, shape, motion and background named, and the words not understood."""
     words = re.findall(r"[a-z']+", text.lower())
     color = shape = motion = background = None
     unknown: list[str] = []
@@ -123,16 +126,38 @@ def parse_prompt(text: str) -> Scene:
             unknown.append(word)
     if motion is None and drifting:
         motion = "drifting_right"
+    return color, shape, motion, background, unknown
+
+
+def _unknown_warnings(unknown: list[str]) -> tuple[str, ...]:
+    return tuple(f"unknown word {w!r} in prompt ignored" for w in dict.fromkeys(unknown))
+
+
+def parse_prompt(text: str) -> Scene:
+    """Map a free-text prompt onto the world's vocabulary.
+
+    The first color, shape, motion and background named win; anything unrecognised
+    is listed in ``Scene.warnings``.
+    """
+    color, shape, motion, background, unknown = _scan(text)
     if shape is None:
         raise InputError(
             f"prompt {text!r} names no subject the bundled world can draw "
             f"(use one of: {', '.join(SHAPES)})"
         )
-    warnings = tuple(f"unknown word {w!r} in prompt ignored" for w in dict.fromkeys(unknown))
     return Scene(
         color=color or DEFAULT_COLOR,
         shape=shape,
         motion=motion or DEFAULT_MOTION,
         background=background or DEFAULT_BACKGROUND,
-        warnings=warnings,
+        warnings=_unknown_warnings(unknown),
     )
+
+
+def prompt_warnings(text: str) -> tuple[str, ...]:
+    """What a learned model will not understand in `text` (it still renders its best guess)."""
+    _, shape, _, _, unknown = _scan(text)
+    missing = () if shape else (
+        f"prompt {text!r} names no shape the bundled model knows ({', '.join(SHAPES)}); "
+        "it draws its best guess",)
+    return missing + _unknown_warnings(unknown)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import InputError
-from engine.prompt import Scene, parse_prompt
+from engine.prompt import Scene, parse_prompt, prompt_warnings
 
 _LINE = re.compile(r"^\s*(?:(\d+):)?(\d{1,2}):(\d{2}(?:\.\d+)?)\s+(\S.*?)\s*$")
 
@@ -58,8 +58,12 @@ class PromptSchedule:
         starts = (0.0,) + self.starts[first + 1 : last + 1]
         return PromptSchedule(starts, self.texts[first : last + 1])
 
-    def warnings(self) -> list[str]:
-        return [w for text in dict.fromkeys(self.texts) for w in scene_of(text).warnings]
+    def warnings(self, require_subject: bool = True) -> list[str]:
+        """Prompt problems worth telling the user (unknown words, a missing shape)."""
+        texts = dict.fromkeys(self.texts)
+        if require_subject:
+            return [w for text in texts for w in scene_of(text).warnings]
+        return [w for text in texts for w in prompt_warnings(text)]
 
 
 _scene_cache: dict[str, Scene] = {}
@@ -73,8 +77,11 @@ def scene_of(text: str) -> Scene:
     return scene
 
 
-def read_schedule(path: Path) -> PromptSchedule:
-    """Read lines of 'MM:SS text' or 'HH:MM:SS text'; '#' starts a comment line."""
+def read_schedule(path: Path, require_subject: bool = True) -> PromptSchedule:
+    """Read lines of 'MM:SS text' or 'HH:MM:SS text'; '#' starts a comment line.
+
+    With `require_subject` every prompt must name a shape the procedural world can draw.
+    """
     try:
         raw = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -95,10 +102,11 @@ def read_schedule(path: Path) -> PromptSchedule:
         t = int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds)
         if starts and t <= starts[-1]:
             raise InputError(f"{path}:{number}: times must increase ({format_time(t)})")
-        try:
-            parse_prompt(text)
-        except InputError as exc:
-            raise InputError(f"{path}:{number}: {exc}") from None
+        if require_subject:
+            try:
+                parse_prompt(text)
+            except InputError as exc:
+                raise InputError(f"{path}:{number}: {exc}") from None
         starts.append(t)
         texts.append(text)
     if not texts:

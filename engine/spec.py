@@ -27,7 +27,7 @@ class JobSpec:
     segment_seconds: int = 5
     overlap: int = 16  # frames rendered by both neighbours at each boundary
     workers: int = 2
-    model: str = "procedural"
+    model: str = "tiny"  # engine.models.base.DEFAULT_BACKEND
     image: Path | None = None
     audio: Path | None = None
     audio_mode: str = "loop"

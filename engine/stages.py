@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.image_input import load_image
 from engine.models.base import (
     Keyframe,
     MemoryView,
@@ -46,17 +47,21 @@ class KeyframeStage:
     the ones before it.
     """
 
-    def __init__(self, timeline: Timeline, model: str, memory: ReplayMemory) -> None:
+    def __init__(self, timeline: Timeline, model: str, memory: ReplayMemory,
+                 use_memory: bool = True) -> None:
         self.timeline = timeline
+        self.use_memory = use_memory  # False: the model never sees the replay memory (ablation)
         self.model_name = model
         self.model = create_keyframe_model(model)
         self.memory = memory
+        spec = timeline.spec
+        self.reference = load_image(spec.image, spec.keyframe_size) if spec.image else None
         self.history: list[Keyframe] = []
         self.remembered: list[Keyframe] = []
         self.count = 0
 
     def memory_view(self) -> MemoryView:
-        if not self.remembered:
+        if not self.remembered or not self.use_memory:
             return MemoryView()
         anchor, rest = self.remembered[0], self.remembered[1:]
         return MemoryView((anchor, *rest[-MEMORY_RECENT:]))
@@ -68,7 +73,7 @@ class KeyframeStage:
             if self.history and abs(self.history[-1].t - t) < 1e-9:
                 keyframes.append(self.history[-1])  # shared boundary keyframe
                 continue
-            plan = self.timeline.keyframe_plan(self.count, t)
+            plan = self.timeline.keyframe_plan(self.count, t, self.reference)
             start = time.perf_counter()
             keyframe = self.model.next_keyframe(plan, tuple(self.history[-HISTORY:]),
                                                 self.memory_view())

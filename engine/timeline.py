@@ -15,6 +15,20 @@ import numpy as np
 from engine.schedule import PromptSchedule
 from engine.spec import JobSpec
 
+AUDIO_WINDOW = 40  # samples in a keyframe's audio window
+AUDIO_WINDOW_RATE = 30  # samples per second of that window, whatever the video's fps
+
+
+def audio_window(energy: np.ndarray, t: float, fps: float) -> np.ndarray:
+    """Per-frame beat energy from 1 s before t to 1/3 s after, on the fixed 30/s grid.
+
+    `energy[i]` is the envelope at time i / fps; before the start it is 0 (silence).
+    """
+    grid = (t - 1.0 + np.arange(AUDIO_WINDOW) / AUDIO_WINDOW_RATE) * fps
+    if len(energy) == 0:
+        return np.zeros(AUDIO_WINDOW, np.float32)
+    return np.interp(grid, np.arange(len(energy)), energy, left=0.0).astype(np.float32)
+
 
 @dataclass(frozen=True)
 class KeyframePlan:
@@ -28,6 +42,8 @@ class KeyframePlan:
     seed: int
     size: tuple[int, int]  # (width, height) of keyframes
     store_in_memory: bool  # one keyframe every memory_interval seconds goes to LMDB
+    audio_window: np.ndarray | None = None  # beat envelope around t on a 30/s grid
+    reference: np.ndarray | None = None  # the user's image at keyframe size, if any
 
 
 @dataclass(frozen=True)
@@ -107,9 +123,10 @@ class Timeline:
             times.extend(t for t in self.keyframe_times(k) if not times or t > times[-1])
         return times
 
-    def keyframe_plan(self, index: int, t: float) -> KeyframePlan:
+    def keyframe_plan(self, index: int, t: float, reference: np.ndarray | None = None) -> KeyframePlan:
         spec = self.spec
         energy, phase = self.beats.at(round(t * spec.fps))
+        window = audio_window(self.beats.energy, t, spec.fps)
         interval = spec.memory_interval
         return KeyframePlan(
             index=index,
@@ -120,6 +137,8 @@ class Timeline:
             seed=spec.seed,
             size=spec.keyframe_size,
             store_in_memory=abs(t / interval - round(t / interval)) < 1e-9,
+            audio_window=window,
+            reference=reference,
         )
 
     def segment(self, k: int) -> SegmentPlan:

@@ -40,9 +40,10 @@ class BeatSample:
     phase: float = 0.0  # sum of the envelope up to now, in envelope-seconds
 
 
-def _seed_phases(seed: int) -> np.ndarray:
+@lru_cache(maxsize=4096)
+def _seed_phases(seed: int) -> tuple[float, ...]:
     """Per-job random phases so two seeds give different but equally valid videos."""
-    return np.random.default_rng([seed, 0x5EED]).uniform(0.0, 1.0, size=4)
+    return tuple(np.random.default_rng([seed, 0x5EED]).uniform(0.0, 1.0, size=4).tolist())
 
 
 def subject_state(scene: Scene, t: float, seed: int, beat: BeatSample = BeatSample()) -> SubjectState:

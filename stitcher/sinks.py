@@ -103,10 +103,38 @@ def _configure_aac(ctx: av.AudioCodecContext) -> None:
     ctx.time_base = Fraction(1, AUDIO_RATE)
 
 
-class _SinkBase:
-    """Frame validation and encoding shared by the sinks; subclasses decide where packets go."""
+def _standalone_x264(fps: int, width: int, height: int, crf: int, preset: str, keyint: int,
+                     threads: int) -> av.VideoCodecContext:
+    """x264 opened outside any container: no global header, so SPS/PPS go in-band before every
+    IDR. MPEG-TS needs that; the MP4 muxer builds its avcC box from the first packet."""
+    video = av.CodecContext.create("libx264", "w")
+    video.width = width
+    video.height = height
+    video.pix_fmt = "yuv420p"
+    video.time_base = Fraction(1, fps)
+    video.framerate = Fraction(fps)
+    video.thread_count = threads  # fixed, never "auto": output must not depend on the machine
+    video.options = _x264_options(crf, preset, keyint)
+    return video
 
-    _video: av.VideoStream | av.VideoCodecContext
+
+def _copy_packet(packet: av.Packet) -> av.Packet:
+    """An independent packet with the same payload and timing (muxers rewrite what they get)."""
+    twin = av.Packet(bytes(packet))
+    twin.pts, twin.dts, twin.time_base = packet.pts, packet.dts, packet.time_base
+    twin.duration = packet.duration
+    twin.is_keyframe = packet.is_keyframe
+    return twin
+
+
+class _SinkBase:
+    """Frame validation and encoding shared by the sinks; subclasses decide where packets go.
+
+    A sink made with `shared_video=True` owns no video encoder: a SharedEncoderSink encodes
+    once and hands every sink its own copy of the packets.
+    """
+
+    _video: av.VideoStream | av.VideoCodecContext | None
 
     def __init__(self, fps: int, width: int, height: int) -> None:
         _check_geometry(fps, width, height)
@@ -120,6 +148,8 @@ class _SinkBase:
     def write(self, frames: np.ndarray) -> None:
         if self._closed:
             raise RuntimeError(f"{type(self).__name__} is closed")
+        if self._video is None:
+            raise RuntimeError(f"{type(self).__name__} has a shared encoder; write to that")
         for rgb in _check_frames(frames, self.width, self.height):
             frame = _rgb_frame(rgb, self.frames_written, self.time_base)
             self.frames_written += 1
@@ -153,6 +183,7 @@ class FragmentedMP4Sink(_SinkBase):
         preset: str = "veryfast",
         gop_seconds: float = 1.0,
         threads: int = 2,
+        shared_video: bool = False,
     ) -> None:
         super().__init__(fps, width, height)
         # Open the audio before creating the output, so bad audio leaves no stray file.
@@ -173,16 +204,23 @@ class FragmentedMP4Sink(_SinkBase):
                 "flush_packets": "1",
             },
         )
-        keyint = max(1, round(gop_seconds * fps))
-        self._video = self._container.add_stream(
-            "libx264", rate=fps, options=_x264_options(crf, preset, keyint)
-        )
-        self._video.width = width
-        self._video.height = height
-        self._video.pix_fmt = "yuv420p"
-        self._video.time_base = self.time_base
-        # Fixed, never "auto": x264 output depends on the thread count, not on the machine.
-        self._video.codec_context.thread_count = threads
+        if shared_video:
+            # Packets arrive encoded (Annex B with in-band SPS/PPS); the muxer makes avcC.
+            self._video = None
+            self._video_stream = self._container.add_mux_stream(
+                "h264", rate=fps, width=width, height=height)
+        else:
+            keyint = max(1, round(gop_seconds * fps))
+            self._video = self._container.add_stream(
+                "libx264", rate=fps, options=_x264_options(crf, preset, keyint)
+            )
+            self._video.width = width
+            self._video.height = height
+            self._video.pix_fmt = "yuv420p"
+            self._video.time_base = self.time_base
+            # Fixed, never "auto": x264 output depends on the thread count, not on the machine.
+            self._video.codec_context.thread_count = threads
+            self._video_stream = self._video
         self._audio: _AudioFeed | None = None
         self._audio_stream: av.AudioStream | None = None
         if track is not None:
@@ -195,9 +233,10 @@ class FragmentedMP4Sink(_SinkBase):
             return
         self._closed = True
         try:
-            self._mux_video(self._video.encode(None))
+            if self._video is not None:
+                self._mux_video(self._video.encode(None))
             if self._audio is not None:
-                self._mux_audio(self.frames_written / self.fps, final=True)
+                self._mux_audio(self._packets_out / self.fps, final=True)
         finally:
             self._container.close()
             if self._audio is not None:
@@ -205,6 +244,7 @@ class FragmentedMP4Sink(_SinkBase):
 
     def _mux_video(self, packets: list[av.Packet]) -> None:
         for packet in packets:
+            packet.stream = self._video_stream
             self._container.mux(packet)
             self._packets_out += 1
             # Audio follows the video that has left the encoder (x264 holds frames back for
@@ -275,6 +315,7 @@ class HLSSink(_SinkBase):
         preset: str = "veryfast",
         playlist_name: str = "stream.m3u8",
         threads: int = 2,
+        shared_video: bool = False,
     ) -> None:
         super().__init__(fps, width, height)
         self.folder = Path(folder)
@@ -286,15 +327,8 @@ class HLSSink(_SinkBase):
         self._packets_out = 0  # video packets muxed; with a closed GOP also the next IDR's pts
         self._segment: _OpenSegment | None = None
 
-        video = av.CodecContext.create("libx264", "w")
-        video.width = width
-        video.height = height
-        video.pix_fmt = "yuv420p"
-        video.time_base = self.time_base
-        video.framerate = Fraction(fps)
-        video.thread_count = threads  # fixed, as in FragmentedMP4Sink
-        video.options = _x264_options(crf, preset, self._segment_frames)
-        self._video = video
+        self._video = None if shared_video else _standalone_x264(
+            fps, width, height, crf, preset, self._segment_frames, threads)
 
         self._audio: _AudioFeed | None = None
         self._asc = b""  # AudioSpecificConfig, for the ADTS headers
@@ -312,7 +346,8 @@ class HLSSink(_SinkBase):
             return
         self._closed = True
         try:
-            self._mux_video(self._video.encode(None))
+            if self._video is not None:
+                self._mux_video(self._video.encode(None))
             if self._segment is not None:
                 self._finish_segment(ended=True)
             else:
@@ -380,3 +415,66 @@ class HLSSink(_SinkBase):
         duration = (self._packets_out - segment.first_frame) / self.fps
         self._playlist.add_segment(segment.path.name, duration)
         write_atomic(self.playlist_path, self._playlist.render(ended=ended))
+
+
+class SharedEncoderSink:
+    """MP4 and HLS from one x264 encoder: each frame is encoded once and muxed twice.
+
+    The GOP is the HLS segment length (every segment must start with an IDR); the MP4 cuts a
+    fragment at the same keyframes.
+    """
+
+    def __init__(self, mp4: str | os.PathLike[str], hls_folder: str | os.PathLike[str], fps: int,
+                 width: int, height: int, audio: AudioInput | None = None,
+                 segment_seconds: float = 2.0, crf: int = 23, preset: str = "veryfast",
+                 threads: int = 2) -> None:
+        _check_geometry(fps, width, height)
+        self.width, self.height, self.fps = width, height, int(fps)
+        keyint = max(1, round(segment_seconds * fps))
+        self._muxers: list[_SinkBase] = []
+        try:
+            self._muxers.append(FragmentedMP4Sink(mp4, fps, width, height, audio=audio,
+                                                  shared_video=True))
+            self._muxers.append(HLSSink(hls_folder, fps, width, height, audio=audio,
+                                        segment_seconds=segment_seconds, shared_video=True))
+        except BaseException:
+            for muxer in self._muxers:
+                muxer.close()
+            raise
+        self._encoder = _standalone_x264(fps, width, height, crf, preset, keyint, threads)
+        self.frames_written = 0
+        self._closed = False
+
+    def write(self, frames: np.ndarray) -> None:
+        if self._closed:
+            raise RuntimeError("SharedEncoderSink is closed")
+        for rgb in _check_frames(frames, self.width, self.height):
+            frame = _rgb_frame(rgb, self.frames_written, Fraction(1, self.fps))
+            self.frames_written += 1
+            self._fan_out(self._encoder.encode(frame))
+
+    def _fan_out(self, packets: list[av.Packet]) -> None:
+        for muxer in self._muxers:
+            muxer._mux_video([_copy_packet(p) for p in packets])
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._fan_out(self._encoder.encode(None))
+        finally:
+            errors = []
+            for muxer in self._muxers:
+                try:
+                    muxer.close()
+                except Exception as exc:  # noqa: BLE001 - close every output, then report
+                    errors.append(exc)
+            if errors:
+                raise errors[0]
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

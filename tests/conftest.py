@@ -13,7 +13,7 @@ def make_spec(tmp_path, prompt: str = "a red circle bouncing on a night backgrou
               **overrides) -> JobSpec:
     fields = dict(schedule=PromptSchedule.single(prompt), duration=12.0, fps=10, width=64,
                   height=64, seed=3, segment_seconds=5, overlap=4, workers=2,
-                  out=tmp_path / "out.mp4", workdir=tmp_path / "work")
+                  out=tmp_path / "out.mp4", workdir=tmp_path / "work", model="procedural")
     fields.update(overrides)
     return JobSpec(**fields)
 

@@ -1,5 +1,6 @@
 """Bad input: one line naming the problem, exit status 2, quickly, and no Ray started."""
 
+import os
 import subprocess
 import sys
 import time
@@ -11,10 +12,10 @@ from PIL import Image
 PROMPT = ["--prompt", "a red circle bouncing on a night background"]
 
 
-def run_lvp(*args, cwd=None):
+def run_lvp(*args, cwd=None, env=None):
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "actors.cli", *args], capture_output=True,
-                          text=True, timeout=60, cwd=cwd)
+                          text=True, timeout=60, cwd=cwd, env=env)
     return proc, time.monotonic() - start
 
 
@@ -46,7 +47,8 @@ CASES = [
     ("output under a file", ["--out", "{d}/notes.txt/out.mp4"], "cannot be written"),
     ("output in /proc", ["--out", "/proc/lvp-test/out.mp4"], "cannot be written"),
     ("hls in /proc", ["--hls", "/proc/lvp-test/hls"], "cannot be written"),
-    ("no subject", ["--prompt", "a lovely evening"], "no subject"),
+    ("no subject", ["--prompt", "a lovely evening", "--model", "procedural"], "no subject"),
+    ("missing tiny weights", ["--model", "tiny"], "weights not found"),
     ("fps", ["--fps", "0"], "--fps"),
     ("workers", ["--workers", "0"], "--workers"),
     ("no output", [], "nothing to write"),
@@ -59,7 +61,9 @@ def test_bad_input_is_one_line_and_exit_2(inputs, tmp_path, name, extra, expect)
     args += [a.format(d=inputs) for a in extra]
     if name == "no output":
         args = ["render", *PROMPT, "--duration", "10"]
-    proc, seconds = run_lvp(*args, cwd=tmp_path)
+    env = {**os.environ, "LVP_TINY_WEIGHTS": str(inputs / "nope.safetensors")} \
+        if name == "missing tiny weights" else None
+    proc, seconds = run_lvp(*args, cwd=tmp_path, env=env)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1, proc.stderr

@@ -12,7 +12,7 @@ import pytest
 from av.video.frame import PictureType
 
 from stitcher.audio_track import AudioInput, AudioTrack, probe_audio
-from stitcher.sinks import FragmentedMP4Sink, HLSSink
+from stitcher.sinks import FragmentedMP4Sink, HLSSink, SharedEncoderSink
 
 W, H = 64, 64
 MAX_ERROR = 6.0  # mean abs error per decoded frame at crf 23
@@ -364,3 +364,25 @@ def test_audio_rejects_files_without_audio(tmp_path):
 def test_audio_mode_validated():
     with pytest.raises(ValueError, match="mode"):
         AudioInput("x.wav", "repeat")
+
+
+# --- MP4 and HLS from one encoder ---
+
+
+def test_shared_encoder_writes_identical_mp4_and_hls(tmp_path, tone):
+    with SharedEncoderSink(tmp_path / "o.mp4", tmp_path / "hls", fps=10, width=W, height=H,
+                           audio=AudioInput(str(tone), "loop"), segment_seconds=1.0) as sink:
+        write_in_chunks(sink, 45)
+    mp4, mp4_times, _ = decode_video(tmp_path / "o.mp4")
+    hls, _, _ = decode_video(tmp_path / "hls" / "stream.m3u8")
+    assert_video_matches(mp4, mp4_times, fps=10, count=45)
+    assert mp4_times[0] == 0.0  # edit list: no B-frame delay at the start
+    assert all(np.array_equal(a, b) for a, b in zip(mp4, hls, strict=True))  # one encode
+    assert abs(decoded_audio(tmp_path / "o.mp4").shape[1] / 48000 - 4.5) < 0.05
+    playlist = (tmp_path / "hls" / "stream.m3u8").read_text()
+    assert playlist.count("#EXTINF:1.000") == 4 and "#EXT-X-ENDLIST" in playlist
+    # Every TS segment starts with a keyframe and decodes on its own.
+    for segment in sorted((tmp_path / "hls").glob("seg_*.ts")):
+        with av.open(str(segment)) as c:
+            first = next(c.decode(video=0))
+            assert first.key_frame

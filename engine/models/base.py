@@ -10,6 +10,7 @@ Backends are named by a string and imported lazily, so choosing one never loads 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -26,6 +27,7 @@ class Keyframe:
     image: np.ndarray  # [h, w, 3] uint8 at keyframe resolution
     prompt: str
     state: dict[str, float] = field(default_factory=dict)  # backend-specific extras
+    latent: np.ndarray | None = None  # backend-specific picture state (the tiny model's canvas)
 
 
 @dataclass(frozen=True)
@@ -61,21 +63,44 @@ class SegmentModel(Protocol):
 
 # name -> module holding `KeyframeModel` and `SegmentModel` classes.
 BACKENDS: dict[str, str] = {
+    "tiny": "engine.models.tiny.pipeline",
     "procedural": "engine.models.procedural",
 }
+DEFAULT_BACKEND = "tiny"
+# Backends that draw only what the world's vocabulary names (a prompt needs a known shape).
+STRICT_PROMPTS = {"procedural"}
+
+
+PLUGIN_GROUP = "lvp.backends"  # entry-point group where other packages register backends
+
+
+def available_backends() -> dict[str, str]:
+    """Built-in backends plus those installed packages declare under `lvp.backends`.
+
+    A GPU backend lives in its own package and declares, in its pyproject.toml:
+        [project.entry-points."lvp.backends"]
+        mymodel = "mypackage.lvp_backend"   # a module with KeyframeModel and SegmentModel
+    """
+    found = {ep.name: ep.value for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP)}
+    return {**found, **BACKENDS}
 
 
 def check_backend(name: str) -> None:
-    if name not in BACKENDS:
-        known = ", ".join(sorted(BACKENDS))
+    """Known name, and its weights are on disk (checked without importing the backend)."""
+    if name not in available_backends():
+        known = ", ".join(sorted(available_backends()))
         raise InputError(f"unknown model {name!r} (available: {known})")
+    if name == "tiny":
+        from engine.models.tiny import check_weights
+
+        check_weights()
 
 
 def create_keyframe_model(name: str) -> KeyframeModel:
     check_backend(name)
-    return importlib.import_module(BACKENDS[name]).KeyframeModel()
+    return importlib.import_module(available_backends()[name]).KeyframeModel()
 
 
 def create_segment_model(name: str) -> SegmentModel:
     check_backend(name)
-    return importlib.import_module(BACKENDS[name]).SegmentModel()
+    return importlib.import_module(available_backends()[name]).SegmentModel()

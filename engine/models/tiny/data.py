@@ -1,0 +1,338 @@
+"""Training batches drawn from the procedural world: prompts, pictures, beats and motion.
+
+Every draw comes from the numpy Generator passed in, so a seed reproduces the data stream.
+Some color-shape pairs never appear in the generator's training data (HELD_OUT): the
+evaluation asks for exactly those, to measure generalisation rather than recall.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from engine.models.tiny.layers import (
+    CANVAS,
+    HI,
+    Pose,
+    composite,
+    crop_sprite,
+    sprite,
+    squeeze_background,
+    to_canvas,
+)
+from engine.models.tiny.modules import HISTORY
+from engine.models.tiny.tokenizer import tokenize
+from engine.prompt import BACKGROUNDS, COLORS, KNOWN_WORDS, MOTIONS, SHAPES, Scene, parse_prompt
+from engine.timeline import AUDIO_WINDOW_RATE as BEAT_FPS
+from engine.timeline import audio_window
+from engine.world import BeatSample, background, draw_subject, subject_state
+
+HELD_OUT: tuple[tuple[str, str], ...] = (
+    ("red", "star"), ("blue", "triangle"), ("green", "square"), ("yellow", "circle"),
+)
+COLOR_NAMES = tuple(COLORS)
+SEEDS = 200  # background variety (stars, grass, waves) seen in training
+_ENVELOPE_SECONDS = 70
+_OOV = ("shiny", "wooden", "robot", "castle", "happy", "glowing", "ancient", "tiny", "neon", "soft")
+
+
+def _words(role: str, canonical: str) -> list[str]:
+    return [w for w, c in KNOWN_WORDS[role].items() if c == canonical]
+
+
+def prompt_for(rng: np.random.Generator, color: str | None, shape: str, motion: str | None,
+               backdrop: str | None) -> str:
+    """A varied English prompt for the given attributes (None: leave it unsaid)."""
+    parts = ["a"] if rng.random() < 0.7 else []
+    if color:
+        parts.append(str(rng.choice(_words("color", color))))
+    if rng.random() < 0.15:
+        parts.append(str(rng.choice(_OOV)))
+    parts.append(str(rng.choice(_words("shape", shape))))
+    if motion in ("drifting_left", "drifting_right"):
+        parts += [str(rng.choice(list(KNOWN_WORDS["drift"]))), motion.split("_")[1]]
+    elif motion:
+        parts.append(str(rng.choice(_words("motion", motion))))
+    if backdrop:
+        parts += [str(rng.choice(["on", "over", "in", "at"])), "a",
+                  str(rng.choice(_words("background", backdrop)))]
+    return " ".join(parts)
+
+
+def random_scene_prompt(rng: np.random.Generator, held_out: bool = False) -> tuple[str, Scene]:
+    """A prompt and its parsed scene; color-shape pairs are held out unless asked for."""
+    while True:
+        color = str(rng.choice(COLOR_NAMES))
+        shape = str(rng.choice(SHAPES))
+        if ((color, shape) in HELD_OUT) == held_out:
+            break
+    text = prompt_for(rng, color if rng.random() < 0.9 or color != "white" else None, shape,
+                      str(rng.choice(MOTIONS)) if rng.random() < 0.9 else None,
+                      str(rng.choice(BACKGROUNDS)) if rng.random() < 0.9 else None)
+    return text, parse_prompt(text)
+
+
+def random_envelope(rng: np.random.Generator, seconds: float = _ENVELOPE_SECONDS) -> np.ndarray:
+    """A beat envelope on the BEAT_FPS grid: steady tempos, irregular onsets or silence."""
+    n = int(seconds * BEAT_FPS)
+    impulses = np.zeros(n, np.float32)
+    kind = rng.random()
+    if kind < 0.45:
+        period = 60.0 / rng.uniform(60, 180)
+        times = np.arange(rng.uniform(0, period), seconds, period)
+        times = times + rng.normal(0, 0.01, times.shape)
+    elif kind < 0.9:
+        times = np.cumsum(rng.exponential(1.0 / rng.uniform(0.5, 4.0), size=int(seconds * 5)))
+    else:
+        times = np.zeros(0)
+    times = times[(times >= 0) & (times < seconds)]
+    impulses[(times * BEAT_FPS).astype(int)] = rng.uniform(0.4, 1.0, times.shape)
+    kernel = np.exp(-np.arange(int(0.6 * BEAT_FPS)) / (0.1 * BEAT_FPS)).astype(np.float32)
+    return np.clip(np.convolve(impulses, kernel)[:n], 0.0, 1.0)
+
+
+def beat_phase(energy: np.ndarray, fps: float = BEAT_FPS) -> np.ndarray:
+    """Running integral as in BeatTrack.from_envelope."""
+    return np.concatenate([[0.0], np.cumsum(energy, dtype=np.float64)[:-1]]) / fps
+
+
+_backgrounds: dict[tuple[str, int], np.ndarray] = {}
+
+
+def background64(name: str, seed: int) -> np.ndarray:
+    key = (name, seed)
+    if key not in _backgrounds:
+        _backgrounds[key] = background(name, HI, HI, seed).copy()
+    return _backgrounds[key]
+
+
+@dataclass
+class Motion:
+    """One clip of the world: a scene, a seed and a beat, sampled at any time."""
+
+    scene: Scene
+    seed: int
+    energy: np.ndarray
+    phase: np.ndarray
+
+    def state(self, t: float):
+        i = min(max(round(t * BEAT_FPS), 0), len(self.energy) - 1)
+        return subject_state(self.scene, t, self.seed, BeatSample(float(self.energy[i]),
+                                                                   float(self.phase[i])))
+
+    def pose(self, t: float, angle0: float) -> np.ndarray:
+        s = self.state(t)
+        return Pose(s.x, s.y, s.scale, s.angle - angle0).vector()
+
+    def beat(self, t: float) -> tuple[float, float]:
+        i = min(max(round(t * BEAT_FPS), 0), len(self.energy) - 1)
+        return float(self.energy[i]), float(self.phase[i])
+
+
+def picture(scene: Scene, seed: int, state) -> np.ndarray:
+    img = background64(scene.background, seed).copy()
+    draw_subject(img, scene, state)
+    return img
+
+
+def wrap(angle: np.ndarray | float) -> np.ndarray | float:
+    return (np.asarray(angle) + math.pi) % (2 * math.pi) - math.pi
+
+
+class BatchMaker:
+    """Builds every training batch; one instance per training run."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng([seed, 0xDA7A])
+        self.envelopes: list[tuple[np.ndarray, np.ndarray]] = []  # (energy, phase) pool
+
+    def _envelope(self) -> tuple[np.ndarray, np.ndarray]:
+        rng = self.rng
+        if len(self.envelopes) < 32 or rng.random() < 0.02:
+            env = random_envelope(rng)
+            entry = (env, beat_phase(env))
+            if len(self.envelopes) >= 32:
+                self.envelopes[int(rng.integers(len(self.envelopes)))] = entry
+            else:
+                self.envelopes.append(entry)
+        return self.envelopes[int(rng.integers(len(self.envelopes)))]
+
+    def motion(self, scene: Scene) -> Motion:
+        env, phase = self._envelope()
+        return Motion(scene, int(self.rng.integers(SEEDS)), env, phase)
+
+    # -- Stage 1 canvas: the flow-matching target and its context slots ------------------
+    def canvas_batch(self, n: int) -> dict[str, np.ndarray]:
+        rng = self.rng
+        ids, target, context, flags, image, env = [], [], [], [], [], []
+        for _ in range(n):
+            text, scene = random_scene_prompt(rng)
+            clip = self.motion(scene)
+            bg64 = background64(scene.background, clip.seed)
+            state0 = clip.state(rng.uniform(0, 30))
+            kind = rng.random()
+            with_image = kind < 0.2 or (kind >= 0.45 and kind < 0.85 and rng.random() < 0.3)
+            angle = state0.angle if with_image else 0.0
+            canvas = to_canvas(squeeze_background(bg64), sprite(scene, angle))
+            prev = np.zeros_like(canvas)
+            anchor = np.zeros_like(canvas)
+            slot = np.zeros((6, CANVAS, CANVAS), np.float32)
+            ref = np.zeros((HI, HI, 3), np.uint8)
+            if with_image:
+                ref = picture(scene, clip.seed, state0)
+                guess = Pose(state0.x + rng.normal(0, 0.01), state0.y + rng.normal(0, 0.01),
+                             state0.scale * (1 + rng.normal(0, 0.03)), 0.0)
+                # The sprite-sized patch keeps the picture's own orientation (angle 0 relative).
+                crop = crop_sprite(ref, guess)
+                slot = np.concatenate([squeeze_background(ref), crop], -1).transpose(2, 0, 1) * 2 - 1
+            if 0.45 <= kind < 0.85:  # continuing: the previous keyframe and the memory anchor
+                prev = canvas + rng.normal(0, rng.uniform(0, 0.25), canvas.shape).astype(np.float32)
+                if rng.random() < 0.7:
+                    anchor = canvas
+            elif kind >= 0.85:  # the prompt changed: context shows another scene
+                _, other = random_scene_prompt(rng)
+                other_bg = background64(other.background, int(rng.integers(SEEDS)))
+                prev = to_canvas(squeeze_background(other_bg), sprite(other, 0.0))
+                anchor = prev if rng.random() < 0.7 else anchor
+            has = [float(prev.any()), float(anchor.any()), float(with_image)]
+            if rng.random() < 0.1:
+                text = ""  # unconditional, for classifier-free guidance
+            ids.append(tokenize(text))
+            target.append(canvas)
+            context.append(np.concatenate([prev, anchor, slot.astype(np.float32)]))
+            flags.append(has)
+            image.append(ref)
+            env.append(audio_window(clip.energy, rng.uniform(1, 60), BEAT_FPS))
+        return {"ids": np.stack(ids), "target": np.stack(target), "context": np.stack(context),
+                "flags": np.array(flags, np.float32), "image": _chw(np.stack(image)),
+                "envelope": np.stack(env)}
+
+    # -- Stage 1 pose: next keyframe pose from history and beat ----------------------------
+    def pose_batch(self, n: int) -> dict[str, np.ndarray]:
+        rng = self.rng
+        ids, target, history, beat, env = [], [], [], [], []
+        for _ in range(n):
+            text, scene = random_scene_prompt(rng)
+            clip = self.motion(scene)
+            count = int(rng.integers(0, HISTORY + 1))
+            t = 0.0 if count == 0 else float(rng.integers(count, 60))
+            angle0 = clip.state(0.0).angle
+            past = clip
+            if count and rng.random() < 0.15:  # prompt changed since the history
+                past = self.motion(random_scene_prompt(rng)[1])
+                past.seed = clip.seed
+            hist = np.zeros((HISTORY, 6), np.float32)
+            for j in range(count):
+                tj = t - (count - j)
+                hist[HISTORY - count + j, :5] = past.pose(tj, angle0 if past is clip else
+                                                          past.state(0.0).angle)
+                hist[HISTORY - count + j, 5] = 1.0
+            e, p = clip.beat(t)
+            _, p_prev = clip.beat(t - 1.0)
+            ids.append(tokenize(text))
+            target.append(clip.pose(t, angle0))
+            history.append(hist.ravel())
+            beat.append([e, p - p_prev if count else 0.0])
+            env.append(audio_window(clip.energy, t, BEAT_FPS))
+        return {"ids": np.stack(ids), "target": np.stack(target), "history": np.stack(history),
+                "beat": np.array(beat, np.float32), "envelope": np.stack(env)}
+
+    # -- Stage 2 trajectory: pose at any frame between keyframes ---------------------------
+    def trajectory_batch(self, n: int) -> dict[str, np.ndarray]:
+        rng = self.rng
+        ids, feats, target, env = [], [], [], []
+        for _ in range(n):
+            text, scene = random_scene_prompt(rng)
+            clip = self.motion(scene)
+            ta = float(rng.integers(1, 60))
+            u = rng.uniform(-0.3, 1.3)
+            angle0 = clip.state(0.0).angle
+            pa, pb = clip.pose(ta, angle0), clip.pose(ta + 1, angle0)
+            has_prev, has_next = rng.random() < 0.7, rng.random() < 0.7
+            pp = clip.pose(ta - 1, angle0) if has_prev else np.zeros(5, np.float32)
+            pn = clip.pose(ta + 2, angle0) if has_next else np.zeros(5, np.float32)
+            e, p = clip.beat(ta + u)
+            _, p_a = clip.beat(ta)
+            _, p_b = clip.beat(ta + 1)
+            feats.append(trajectory_features(pa, pb, pp, pn, has_prev, has_next, u, e, p - p_a,
+                                             p_b - p_a))
+            target.append(trajectory_residual(pa, pb, u, clip.pose(ta + u, angle0)))
+            ids.append(tokenize(text))
+            env.append(audio_window(clip.energy, ta, BEAT_FPS))
+        return {"ids": np.stack(ids), "features": np.stack(feats), "target": np.stack(target),
+                "envelope": np.stack(env)}
+
+    # -- Image encoder (pose + contrastive), upsampler, evaluation probe -------------------
+    def picture_batch(self, n: int, held_out: bool | None = False) -> dict[str, np.ndarray]:
+        rng = self.rng
+        ids, images, poses, colors, shapes = [], [], [], [], []
+        for _ in range(n):
+            ho = bool(rng.random() < 0.12) if held_out is None else held_out
+            text, scene = random_scene_prompt(rng, held_out=ho)
+            clip = self.motion(scene)
+            state = clip.state(rng.uniform(0, 60))
+            if held_out is None and rng.random() < 0.5:
+                # Probe robustness: the layered, upsampled look of generated frames.
+                layer = sprite(scene, state.angle, CANVAS)
+                layer = cv2.resize(layer, (HI, HI), interpolation=cv2.INTER_LINEAR)
+                img = composite(background64(scene.background, clip.seed), layer,
+                                Pose(state.x, state.y, state.scale, 0.0))
+            else:
+                img = picture(scene, clip.seed, state)
+            ids.append(tokenize(text))
+            images.append(img)
+            poses.append([state.x, state.y, state.scale])
+            colors.append(COLOR_NAMES.index(scene.color))
+            shapes.append(SHAPES.index(scene.shape))
+        return {"ids": np.stack(ids), "image": _chw(np.stack(images)),
+                "pose": np.array(poses, np.float32), "color": np.array(colors),
+                "shape": np.array(shapes)}
+
+    def upsample_batch(self, n: int) -> dict[str, np.ndarray]:
+        rng = self.rng
+        low, high = [], []
+        for _ in range(n):
+            _, scene = random_scene_prompt(rng, held_out=bool(rng.random() < 0.1))
+            if rng.random() < 0.5:
+                bg = background64(scene.background, int(rng.integers(SEEDS)))
+                lo = np.concatenate([squeeze_background(bg), np.ones((CANVAS, CANVAS, 1))], -1)
+                hi = np.concatenate([bg / 255.0, np.ones((HI, HI, 1))], -1)
+            else:
+                angle = rng.uniform(0, 2 * math.pi)
+                lo, hi = sprite(scene, angle, CANVAS), sprite(scene, angle, HI)
+            low.append(lo.transpose(2, 0, 1))
+            high.append(hi.transpose(2, 0, 1))
+        return {"low": np.stack(low).astype(np.float32), "high": np.stack(high).astype(np.float32)}
+
+
+def _chw(images: np.ndarray) -> np.ndarray:
+    """[B, H, W, 3] uint8 -> [B, 3, H, W] float in [-1, 1]."""
+    return images.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0
+
+
+def trajectory_features(pa: np.ndarray, pb: np.ndarray, pp: np.ndarray, pn: np.ndarray,
+                        has_prev: bool, has_next: bool, u: float, energy: float,
+                        phase_since_a: float, phase_a_to_b: float) -> np.ndarray:
+    return np.concatenate([pa, pb, pp, pn, [float(has_prev), float(has_next), u, energy,
+                                            phase_since_a, phase_a_to_b]]).astype(np.float32)
+
+
+def pose_angle(v: np.ndarray) -> float:
+    return math.atan2(float(v[4]), float(v[3]))
+
+
+def trajectory_residual(pa: np.ndarray, pb: np.ndarray, u: float, actual: np.ndarray) -> np.ndarray:
+    """What the trajectory network must add to the straight path between keyframes."""
+    base = trajectory_baseline(pa, pb, u)
+    return np.array([actual[0] - base[0], actual[1] - base[1], actual[2] - base[2],
+                     wrap(pose_angle(actual) - base[3])], np.float32)
+
+
+def trajectory_baseline(pa: np.ndarray, pb: np.ndarray, u: float) -> np.ndarray:
+    """[x, y, scale, angle] on the straight path (shortest turn) between two poses."""
+    a, b = pose_angle(pa), pose_angle(pb)
+    return np.array([pa[0] + u * (pb[0] - pa[0]), pa[1] + u * (pb[1] - pa[1]),
+                     pa[2] + u * (pb[2] - pa[2]), a + u * float(wrap(b - a))], np.float64)

@@ -1,0 +1,302 @@
+"""The tiny model's networks, parts before the whole (read top to bottom).
+
+  TextEncoder      prompt tokens        -> tokens [B, L, D], pooled [B, D]
+  ImageEncoder     64x64 picture        -> tokens [B, 16, D], pooled [B, D], subject pose [B, 3]
+  AudioEncoder     beat envelope window -> rhythm tokens [B, 8, D], pooled [B, D]
+  GatedFusion      text x (image, audio) cross-attention, gates from the text -> condition [B, D]
+  PoseFlow         flow-matching MLP: the next keyframe's subject pose
+  CanvasUNet       flow-matching U-Net: the next keyframe's 32x32 layered canvas
+  Trajectory       Stage 2: the subject's pose at any frame between two keyframes
+  Upsampler        canvas layers 32x32 -> 64x64 (learned residual over bilinear)
+  SubjectProbe     evaluation only: color and shape classifier for rendered frames
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.models.tiny.layers import CANVAS_CHANNELS, POSE_DIM
+from engine.models.tiny.tokenizer import MAX_TOKENS, PAD, VOCAB_SIZE
+
+HISTORY = 3  # poses of earlier keyframes the pose model sees
+IMAGE_SLOT = 6  # reference picture squeezed to 32x32 (RGB) + sprite-sized crop (RGB)
+COND_CHANNELS = 2 * CANVAS_CHANNELS + IMAGE_SLOT  # previous canvas, memory anchor, image slot
+TRAJ_FEATURES = 4 * POSE_DIM + 2 + 4  # 4 poses, 2 presence flags, u, energy, 2 phase deltas
+NUM_COLORS, NUM_SHAPES = 9, 4
+
+
+@dataclass(frozen=True)
+class TinyConfig:
+    dim: int = 64  # width of every conditioning token
+    text_layers: int = 2
+    heads: int = 4
+    unet_channels: tuple[int, int, int] = (32, 64, 128)
+    pose_hidden: int = 256
+    traj_hidden: int = 256
+    upsampler_channels: int = 32
+
+
+def timestep_embedding(tau: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal features of the flow time tau in [0, 1]: [B] -> [B, dim]."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(1000.0) * torch.arange(half, device=tau.device) / half)
+    angles = tau[:, None] * 1000.0 * freqs[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class TextEncoder(nn.Module):
+    def __init__(self, cfg: TinyConfig) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB_SIZE, cfg.dim)
+        self.position = nn.Parameter(torch.zeros(MAX_TOKENS, cfg.dim))
+        layer = nn.TransformerEncoderLayer(cfg.dim, cfg.heads, 4 * cfg.dim, dropout=0.0,
+                                           batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, cfg.text_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(cfg.dim)
+
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        pad = ids == PAD  # [B, L]
+        x = self.blocks(self.embed(ids) + self.position, src_key_padding_mask=pad)
+        x = self.norm(x)  # [B, L, D]
+        return x, x[:, 0], pad  # tokens, CLS summary, padding mask
+
+
+def _conv_block(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.GroupNorm(8, cout), nn.SiLU())
+
+
+class ImageEncoder(nn.Module):
+    """A 64x64 picture -> 4x4 grid of tokens, a summary, and where the subject is."""
+
+    def __init__(self, cfg: TinyConfig) -> None:
+        super().__init__()
+        d = cfg.dim
+        self.convs = nn.Sequential(_conv_block(3, 32, 2), _conv_block(32, 48, 2),
+                                   _conv_block(48, d, 2), _conv_block(d, d, 2))  # 64 -> 4
+        self.position = nn.Parameter(torch.zeros(16, d))
+        self.pose = nn.Sequential(nn.Flatten(), nn.Linear(16 * d, 128), nn.SiLU(), nn.Linear(128, 3))
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        feat = self.convs(image)  # [B, D, 4, 4]
+        tokens = feat.flatten(2).transpose(1, 2) + self.position  # [B, 16, D]
+        pose = self.pose(feat)  # [B, 3]: x, y, scale
+        return tokens, tokens.mean(1), pose
+
+
+class AudioEncoder(nn.Module):
+    """Beat envelope on a fixed 30/s grid [B, AUDIO_WINDOW] -> rhythm tokens [B, 8, D]."""
+
+    def __init__(self, cfg: TinyConfig) -> None:
+        super().__init__()
+        d = cfg.dim
+        self.convs = nn.Sequential(
+            nn.Conv1d(1, 32, 5, 1, 2), nn.SiLU(), nn.Conv1d(32, 48, 5, 2, 2), nn.SiLU(),
+            nn.Conv1d(48, d, 5, 2, 2), nn.SiLU(), nn.AdaptiveAvgPool1d(8))
+        self.position = nn.Parameter(torch.zeros(8, d))
+
+    def forward(self, envelope: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = self.convs(envelope[:, None]).transpose(1, 2) + self.position  # [B, 8, D]
+        return tokens, tokens.mean(1)
+
+
+class GatedFusion(nn.Module):
+    """Text tokens attend to image and audio tokens; text-computed gates scale each stream.
+
+    A prompt about a dancing subject can open the audio gate and a prompt that contradicts
+    the reference image can close the image gate: the gates are learned per channel from
+    the prompt summary. Missing modalities are replaced by learned null tokens.
+    """
+
+    def __init__(self, cfg: TinyConfig) -> None:
+        super().__init__()
+        d = cfg.dim
+        self.image_attn = nn.MultiheadAttention(d, cfg.heads, batch_first=True)
+        self.audio_attn = nn.MultiheadAttention(d, cfg.heads, batch_first=True)
+        self.gates = nn.Linear(d, 2 * d)
+        self.null_image = nn.Parameter(torch.zeros(1, 1, d))
+        self.out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d))
+
+    def forward(self, text: torch.Tensor, pad: torch.Tensor, summary: torch.Tensor,
+                image: torch.Tensor | None, has_image: torch.Tensor,
+                audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = text.shape[0]
+        null = self.null_image.expand(b, 16, -1)
+        image = null if image is None else torch.where(has_image[:, None, None], image, null)
+        from_image, _ = self.image_attn(text, image, image, need_weights=False)
+        from_audio, _ = self.audio_attn(text, audio, audio, need_weights=False)
+        gates = torch.sigmoid(self.gates(summary))  # [B, 2D]
+        g_image, g_audio = gates[:, None].chunk(2, dim=-1)
+        fused = text + g_image * from_image + g_audio * from_audio  # [B, L, D]
+        keep = (~pad).float()[..., None]
+        pooled = (fused * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+        return self.out(pooled), gates  # condition [B, D], gates for inspection
+
+
+class PoseFlow(nn.Module):
+    """Velocity field for the next keyframe's pose, given the condition and the history."""
+
+    def __init__(self, cfg: TinyConfig) -> None:
+        super().__init__()
+        inputs = POSE_DIM + 32 + cfg.dim + HISTORY * (POSE_DIM + 1) + 2
+        h = cfg.pose_hidden
+        self.net = nn.Sequential(nn.Linear(inputs, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU(),
+                                 nn.Linear(h, h), nn.SiLU(), nn.Linear(h, POSE_DIM))
+
+    def forward(self, noisy: torch.Tensor, tau: torch.Tensor, cond: torch.Tensor,
+                history: torch.Tensor, beat: torch.Tensor) -> torch.Tensor:
+        # noisy [B, 5], tau [B], cond [B, D], history [B, HISTORY*(5+1)], beat [B, 2]
+        x = torch.cat([noisy, timestep_embedding(tau, 32), cond, history, beat], dim=-1)
+        return self.net(x)
+
+
+class FiLMResBlock(nn.Module):
+    def __init__(self, channels: int, emb: int) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(8, channels)
+        self.conv1 = nn.Conv2d(channels, channels, 3, 1, 1)
+        self.norm2 = nn.GroupNorm(8, channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1)
+        self.film = nn.Linear(emb, 2 * channels)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.film(emb)[..., None, None].chunk(2, dim=1)
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.norm2(h) * (1.0 + scale) + shift
+        return x + self.conv2(F.silu(h))
+
+
+class CanvasUNet(nn.Module):
+    """Velocity field for a 32x32 canvas; earlier canvases come in as extra channels."""
+
+    def __init__(self, cfg: TinyConfig) -> None:
+        super().__init__()
+        c1, c2, c3 = cfg.unet_channels
+        emb = 128
+        self.embed = nn.Sequential(nn.Linear(cfg.dim + 32 + 3, emb), nn.SiLU(), nn.Linear(emb, emb))
+        self.stem = nn.Conv2d(CANVAS_CHANNELS + COND_CHANNELS, c1, 3, 1, 1)
+        self.enc1 = FiLMResBlock(c1, emb)
+        self.down1 = nn.Conv2d(c1, c2, 3, 2, 1)  # 32 -> 16
+        self.enc2 = FiLMResBlock(c2, emb)
+        self.down2 = nn.Conv2d(c2, c3, 3, 2, 1)  # 16 -> 8
+        self.mid1 = FiLMResBlock(c3, emb)
+        self.mid2 = FiLMResBlock(c3, emb)
+        self.up2 = nn.ConvTranspose2d(c3, c2, 4, 2, 1)  # 8 -> 16
+        self.dec2 = FiLMResBlock(c2, emb)
+        self.merge2 = nn.Conv2d(2 * c2, c2, 1)
+        self.up1 = nn.ConvTranspose2d(c2, c1, 4, 2, 1)  # 16 -> 32
+        self.merge1 = nn.Conv2d(2 * c1, c1, 1)
+        self.dec1 = FiLMResBlock(c1, emb)
+        self.head = nn.Sequential(nn.GroupNorm(8, c1), nn.SiLU(), nn.Conv2d(c1, CANVAS_CHANNELS, 3, 1, 1))
+
+    def forward(self, noisy: torch.Tensor, tau: torch.Tensor, cond: torch.Tensor,
+                context: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
+        # noisy [B, 7, 32, 32], tau [B], cond [B, D], context [B, 20, 32, 32], flags [B, 3]
+        emb = self.embed(torch.cat([cond, timestep_embedding(tau, 32), flags], dim=-1))
+        h1 = self.enc1(self.stem(torch.cat([noisy, context], dim=1)), emb)  # [B, c1, 32, 32]
+        h2 = self.enc2(self.down1(h1), emb)  # [B, c2, 16, 16]
+        h = self.mid2(self.mid1(self.down2(h2), emb), emb)  # [B, c3, 8, 8]
+        h = self.dec2(self.merge2(torch.cat([self.up2(h), h2], dim=1)), emb)
+        h = self.dec1(self.merge1(torch.cat([self.up1(h), h1], dim=1)), emb)
+        return self.head(h)
+
+
+class Trajectory(nn.Module):
+    """Pose at any frame: a learned correction to the straight path between two keyframes.
+
+    Output is [dx, dy, dscale, dangle] added to the linear interpolation, so the audio can
+    make the subject hop and swell between keyframes.
+    """
+
+    def __init__(self, cfg: TinyConfig) -> None:
+        super().__init__()
+        h = cfg.traj_hidden
+        self.net = nn.Sequential(nn.Linear(TRAJ_FEATURES + cfg.dim, h), nn.SiLU(), nn.Linear(h, h),
+                                 nn.SiLU(), nn.Linear(h, h), nn.SiLU(), nn.Linear(h, 4))
+
+    def forward(self, features: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([features, cond], dim=-1))
+
+
+class Upsampler(nn.Module):
+    """4-channel layer 32x32 -> 64x64: bilinear plus a learned residual that restores edges."""
+
+    def __init__(self, cfg: TinyConfig) -> None:
+        super().__init__()
+        c = cfg.upsampler_channels
+        self.net = nn.Sequential(nn.Conv2d(4, c, 3, 1, 1), nn.SiLU(), nn.Conv2d(c, c, 3, 1, 1),
+                                 nn.SiLU(), nn.Conv2d(c, c, 3, 1, 1), nn.SiLU(), nn.Conv2d(c, 4, 3, 1, 1))
+
+    def forward(self, layer: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(layer, scale_factor=2, mode="bilinear", align_corners=False)
+        return up + self.net(up)
+
+
+class SubjectProbe(nn.Module):
+    """Evaluation classifier (trained on world renders): which color and shape is shown."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(_conv_block(3, 32, 1), _conv_block(32, 48, 2),
+                                   _conv_block(48, 64, 2), _conv_block(64, 96, 2),
+                                   nn.AdaptiveMaxPool2d(1), nn.Flatten())
+        self.color = nn.Linear(96, NUM_COLORS)
+        self.shape = nn.Linear(96, NUM_SHAPES)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feat = self.convs(image)
+        return self.color(feat), self.shape(feat)
+
+
+class TinyVideoModel(nn.Module):
+    """Every part in one module, so one safetensors file holds the whole model."""
+
+    def __init__(self, cfg: TinyConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg = cfg or TinyConfig()
+        self.text = TextEncoder(cfg)
+        self.image = ImageEncoder(cfg)
+        self.audio = AudioEncoder(cfg)
+        self.fusion = GatedFusion(cfg)
+        self.pose = PoseFlow(cfg)
+        self.canvas = CanvasUNet(cfg)
+        self.trajectory = Trajectory(cfg)
+        self.upsampler = Upsampler(cfg)
+        self.probe = SubjectProbe()
+        self.text_projection = nn.Linear(cfg.dim, cfg.dim)  # contrastive heads
+        self.image_projection = nn.Linear(cfg.dim, cfg.dim)
+
+    def condition(self, ids: torch.Tensor, image: torch.Tensor | None, has_image: torch.Tensor,
+                  envelope: torch.Tensor) -> torch.Tensor:
+        """Fused prompt + reference image + audio condition [B, D]."""
+        text, summary, pad = self.text(ids)
+        image_tokens = self.image(image)[0] if image is not None else None
+        audio_tokens, _ = self.audio(envelope)
+        cond, _ = self.fusion(text, pad, summary, image_tokens, has_image, audio_tokens)
+        return cond
+
+    def alignment(self, ids: torch.Tensor, picture: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity of prompts and pictures [B_text, B_picture]: prompt adherence."""
+        _, summary, _ = self.text(ids)
+        _, pooled, _ = self.image(picture)
+        t = F.normalize(self.text_projection(summary), dim=-1)
+        v = F.normalize(self.image_projection(pooled), dim=-1)
+        return t @ v.T
+
+
+# Poses are normalised for the flow model so every coordinate spreads over about [-1, 1].
+POSE_CENTER = (0.5, 0.5, 1.0, 0.0, 0.0)
+POSE_SPREAD = (3.0, 3.0, 3.0, 1.0, 1.0)
+TRAJ_SPREAD = (5.0, 5.0, 5.0, 1.0)  # residual [dx, dy, dscale, dangle] scaling
+
+
+def normalise_pose(pose: torch.Tensor) -> torch.Tensor:
+    return (pose - pose.new_tensor(POSE_CENTER)) * pose.new_tensor(POSE_SPREAD)
+
+
+def denormalise_pose(z: torch.Tensor) -> torch.Tensor:
+    return z / z.new_tensor(POSE_SPREAD) + z.new_tensor(POSE_CENTER)

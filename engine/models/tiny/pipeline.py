@@ -1,0 +1,247 @@
+"""The `tiny` backend: the bundled learned model behind the two model contracts.
+
+Stage 1 (KeyframeModel): fuse prompt, reference image and audio; sample the next subject
+pose (flow matching, conditioned on the last poses); sample the next 32x32 layered canvas
+(flow matching with classifier-free guidance, conditioned on the previous canvas, the
+replay memory's anchor canvas and the reference image); upsample and composite a keyframe.
+
+Stage 2 (SegmentModel): upsample each keyframe's layers once, predict the subject's pose
+at every frame (straight path between keyframes plus a learned, audio-driven correction),
+then per frame only cross-fade two backgrounds and warp one sprite: a few milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from engine.models.base import Keyframe, MemoryView
+from engine.models.tiny import check_weights
+from engine.models.tiny.data import trajectory_baseline, trajectory_features
+from engine.models.tiny.layers import (
+    CANVAS,
+    CANVAS_CHANNELS,
+    Pose,
+    composite,
+    crop_sprite,
+    from_canvas,
+    premultiply,
+    squeeze_background,
+)
+from engine.models.tiny.modules import (
+    HISTORY,
+    IMAGE_SLOT,
+    TRAJ_SPREAD,
+    TinyVideoModel,
+    denormalise_pose,
+)
+from engine.models.tiny.tokenizer import tokenize
+from engine.timeline import AUDIO_WINDOW, KeyframePlan, SegmentPlan, audio_window
+
+SAMPLING_STEPS = 8
+GUIDANCE = 2.0
+
+
+def load_model(path: str | Path | None = None) -> TinyVideoModel:
+    """The bundled weights (or $LVP_TINY_WEIGHTS, or `path`) as a float32 eval model; cached."""
+    return _load(str(path) if path else str(check_weights()))
+
+
+@lru_cache(maxsize=2)
+def _load(file: str) -> TinyVideoModel:
+    model = TinyVideoModel()
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(file).items()}
+    model.load_state_dict(state)
+    return model.eval().requires_grad_(False)
+
+
+def _generator(seed: int, stage: int, index: int) -> torch.Generator:
+    state = np.random.SeedSequence([seed, stage, index]).generate_state(2, dtype=np.uint64)
+    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+
+
+def _chw(image: np.ndarray) -> torch.Tensor:
+    """[H, W, 3] uint8 -> [1, 3, 64, 64] float in [-1, 1] (the image encoder's input)."""
+    small = cv2.resize(image, (64, 64), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(small.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0)[None]
+
+
+def pose_of(keyframe: Keyframe) -> np.ndarray:
+    s = keyframe.state
+    return Pose(s["x"], s["y"], s["scale"], s["angle"]).vector()
+
+
+def upsample_layers(model: TinyVideoModel, canvases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[N, 7, 32, 32] canvases -> backgrounds [N, 64, 64, 3] and sprites [N, 64, 64, 4], 0..1."""
+    layers = [from_canvas(c) for c in canvases]
+    bg = np.stack([np.concatenate([b, np.ones_like(b[..., :1])], -1) for b, _ in layers])
+    sp = np.stack([s for _, s in layers])
+    x = torch.from_numpy(np.concatenate([bg, sp]).transpose(0, 3, 1, 2).astype(np.float32))
+    with torch.inference_mode():
+        up = model.upsampler(x).clamp(0, 1).numpy().transpose(0, 2, 3, 1)
+    n = len(canvases)
+    sprites = up[n:].copy()
+    sprites[..., :3] *= sprites[..., 3:] > 0.02  # color under zero alpha is meaningless
+    return up[:n, ..., :3], sprites
+
+
+class KeyframeModel:
+    """Stage 1. One instance per job (it caches the prompt and image encodings)."""
+
+    def __init__(self) -> None:
+        self.model = load_model()
+        self._reference: tuple[int, dict] | None = None
+
+    def _condition(self, prompt: str, plan: KeyframePlan, image: dict | None) -> torch.Tensor:
+        ids = torch.from_numpy(np.stack([tokenize(prompt), tokenize("")]))
+        window = plan.audio_window if plan.audio_window is not None else np.zeros(AUDIO_WINDOW, np.float32)
+        env = torch.from_numpy(np.repeat(window[None], 2, axis=0))
+        has = torch.tensor([image is not None] * 2)
+        picture = image["tensor"].expand(2, -1, -1, -1) if image else None
+        return self.model.condition(ids, picture, has, env)  # [2, D]: prompt, unconditional
+
+    def _image(self, reference: np.ndarray | None) -> dict | None:
+        """Encode the reference picture once: its tensor, the subject's pose, the canvas slot."""
+        if reference is None:
+            return None
+        if self._reference is not None and self._reference[0] == id(reference):
+            return self._reference[1]
+        tensor = _chw(reference)
+        with torch.inference_mode():
+            x, y, scale = self.model.image(tensor)[2][0].tolist()
+        pose = Pose(x, y, max(scale, 0.2), 0.0)
+        slot = np.concatenate([squeeze_background(reference), crop_sprite(reference, pose)], -1)
+        info = {"tensor": tensor, "pose": pose,
+                "slot": torch.from_numpy(slot.transpose(2, 0, 1).astype(np.float32) * 2 - 1)}
+        self._reference = (id(reference), info)
+        return info
+
+    @torch.inference_mode()
+    def next_keyframe(
+        self, plan: KeyframePlan, history: Sequence[Keyframe], memory: MemoryView
+    ) -> Keyframe:
+        model = self.model
+        image = self._image(plan.reference)
+        gen = _generator(plan.seed, 1, plan.index)
+        cond = self._condition(plan.prompt, plan, image)
+
+        # The subject's pose: from the reference picture for the first keyframe, else sampled.
+        phase_before = history[-1].state.get("phase", 0.0) if history else 0.0
+        if image is not None and not history:
+            pose = image["pose"]
+        else:
+            hist = np.zeros((HISTORY, 6), np.float32)
+            for j, k in enumerate(history[-HISTORY:][::-1]):
+                hist[HISTORY - 1 - j] = [*pose_of(k), 1.0]
+            beat = [plan.beat_energy, plan.beat_phase - phase_before if history else 0.0]
+            z = torch.randn((1, 5), generator=gen)
+            for i in range(SAMPLING_STEPS):
+                tau = torch.full((1,), i / SAMPLING_STEPS)
+                z = z + model.pose(z, tau, cond[:1], torch.from_numpy(hist.reshape(1, -1)),
+                                   torch.tensor([beat], dtype=torch.float32)) / SAMPLING_STEPS
+            pose = Pose.from_vector(denormalise_pose(z)[0].numpy())
+            pose = Pose(pose.x, pose.y, max(pose.scale, 0.2), pose.angle)
+
+        # The layered canvas, conditioned on the previous one and the memory's anchor.
+        empty = torch.zeros((CANVAS_CHANNELS, CANVAS, CANVAS))
+        prev = _latent(history[-1]) if history else None
+        anchor = _latent(memory.anchor) if memory.anchor is not None else None
+        slot = image["slot"] if image else torch.zeros((IMAGE_SLOT, CANVAS, CANVAS))
+        context = torch.cat([prev if prev is not None else empty,
+                             anchor if anchor is not None else empty, slot])[None].expand(2, -1, -1, -1)
+        flags = torch.tensor([[prev is not None, anchor is not None, image is not None]] * 2,
+                             dtype=torch.float32)
+        x = torch.randn((1, CANVAS_CHANNELS, CANVAS, CANVAS), generator=gen)
+        for i in range(SAMPLING_STEPS):
+            tau = torch.full((2,), i / SAMPLING_STEPS)
+            v = model.canvas(x.expand(2, -1, -1, -1), tau, cond, context, flags)
+            x = x + (v[1:] + GUIDANCE * (v[:1] - v[1:])) / SAMPLING_STEPS
+        canvas = x[0].clamp(-1, 1).numpy()
+
+        backgrounds, sprites = upsample_layers(model, canvas[None])
+        width, height = plan.size
+        bg = cv2.resize((backgrounds[0] * 255 + 0.5).astype(np.uint8), (width, height),
+                        interpolation=cv2.INTER_LINEAR)
+        picture = composite(bg, sprites[0], pose)
+        state = {"x": pose.x, "y": pose.y, "scale": pose.scale, "angle": pose.angle,
+                 "phase": float(plan.beat_phase)}
+        return Keyframe(plan.t, picture, plan.prompt, state, latent=canvas.astype(np.float16))
+
+
+def _latent(keyframe: Keyframe) -> torch.Tensor | None:
+    if keyframe.latent is None:
+        return None
+    return torch.from_numpy(keyframe.latent.astype(np.float32))
+
+
+class SegmentModel:
+    """Stage 2: whole segments at full frame rate and resolution."""
+
+    def __init__(self) -> None:
+        self.model = load_model()
+
+    def render(
+        self, plan: SegmentPlan, keyframes: Sequence[Keyframe], memory: MemoryView
+    ) -> np.ndarray:
+        if any(k.latent is None for k in keyframes):
+            raise ValueError("the tiny segment model needs keyframes made by the tiny keyframe model")
+        model = self.model
+        width, height = plan.width, plan.height
+        backgrounds, sprites = upsample_layers(model, np.stack([k.latent for k in keyframes]))
+        full_bg = [np.clip(cv2.resize(b, (width, height), interpolation=cv2.INTER_CUBIC) * 255.0
+                           + 0.5, 0, 255).astype(np.uint8) for b in backgrounds]
+        layers = [premultiply(s) for s in sprites]
+        poses = [pose_of(k) for k in keyframes]
+        times = np.array([k.t for k in keyframes])
+        frame_times = plan.frame_times()
+        last = len(keyframes) - 2
+        index = np.clip(np.searchsorted(times, frame_times, side="right") - 1, 0, max(last, 0))
+
+        features, conds = [], []
+        cond_cache: dict[tuple[str, int], torch.Tensor] = {}
+        for i, t in enumerate(frame_times):
+            a = int(index[i])
+            b = min(a + 1, len(keyframes) - 1)
+            span = max(times[b] - times[a], 1e-6)
+            u = float((t - times[a]) / span) if b != a else 0.0
+            prev_pose = poses[a - 1] if a >= 1 else np.zeros(5, np.float32)
+            next_pose = poses[b + 1] if b + 1 < len(poses) else np.zeros(5, np.float32)
+            phase_a = keyframes[a].state.get("phase", 0.0)
+            phase_b = keyframes[b].state.get("phase", 0.0)
+            features.append(trajectory_features(poses[a], poses[b], prev_pose, next_pose, a >= 1,
+                                                b + 1 < len(poses), u, float(plan.beat_energy[i]),
+                                                float(plan.beat_phase[i]) - phase_a, phase_b - phase_a))
+            prompt = plan.prompts.text_at(float(t))
+            key = (prompt, a)
+            if key not in cond_cache:
+                window = audio_window(plan.beat_energy, times[a] - frame_times[0], plan.fps)
+                with torch.inference_mode():
+                    cond_cache[key] = self.model.condition(
+                        torch.from_numpy(tokenize(prompt)[None]), None, torch.zeros(1, dtype=torch.bool),
+                        torch.from_numpy(window[None]))[0]
+            conds.append(cond_cache[key])
+        with torch.inference_mode():
+            residual = model.trajectory(torch.from_numpy(np.stack(features)), torch.stack(conds)).numpy()
+        residual /= np.array(TRAJ_SPREAD, np.float32)
+
+        frames = np.empty((plan.num_frames, height, width, 3), np.uint8)
+        for i, t in enumerate(frame_times):
+            a = int(index[i])
+            b = min(a + 1, len(keyframes) - 1)
+            span = max(times[b] - times[a], 1e-6)
+            u = float((t - times[a]) / span) if b != a else 0.0
+            base = trajectory_baseline(poses[a], poses[b], u)
+            r = residual[i]
+            pose = Pose(base[0] + r[0], base[1] + r[1], max(base[2] + r[2], 0.2), base[3] + r[3])
+            w = min(max(u, 0.0), 1.0)
+            bg = full_bg[a] if w == 0.0 else cv2.addWeighted(full_bg[a], 1 - w, full_bg[b], w, 0.0)
+            # Cross-fade the two keyframes' sprites in premultiplied space (mixes linearly).
+            layer = layers[a] if w == 0.0 else cv2.addWeighted(layers[a], 1 - w, layers[b], w, 0.0)
+            frames[i] = composite(bg, layer, pose, premultiplied=True)
+        return frames

@@ -1,0 +1,199 @@
+"""Train the tiny model on the procedural world (`lvp train`).
+
+One optimiser step updates every part on its own batch:
+  canvas     flow matching on the 32x32 layered canvas (denoising loss)
+  pose       flow matching on the next keyframe's subject pose (motion loss)
+  trajectory regression of the in-between pose against the world's physics (motion loss)
+  image      the image encoder's subject pose, and text-picture contrastive alignment
+  upsampler  L1 of 32 -> 64 layers against the world drawn at 64
+  probe      the evaluation classifier (color, shape) on world pictures
+Weights are an exponential moving average of the trained ones, saved as safetensors with a
+JSON manifest (hash, command, steps, losses) beside them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from engine.models.tiny.data import BatchMaker
+from engine.models.tiny.modules import TRAJ_SPREAD, TinyVideoModel, normalise_pose
+
+CONTRASTIVE_TEMPERATURE = 0.1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    minutes: float = 45.0  # wall-clock budget; training stops at the first of minutes/steps
+    steps: int = 1_000_000
+    seed: int = 0
+    lr: float = 1e-3
+    ema: float = 0.999
+    canvas_batch: int = 32
+    pose_batch: int = 128
+    trajectory_batch: int = 128
+    picture_batch: int = 32
+    upsample_batch: int = 16
+    threads: int = 2
+    checkpoint_minutes: float = 5.0
+
+
+def _t(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.as_tensor(np.ascontiguousarray(v)) for k, v in batch.items()}
+
+
+def flow_pair(x1: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rectified-flow training pair: x_tau on the straight line noise -> data, and its velocity."""
+    x0 = torch.randn(x1.shape, generator=gen)
+    # Logit-normal tau: more weight mid-way, where the picture takes shape.
+    tau = torch.sigmoid(torch.randn(x1.shape[0], generator=gen))
+    shape = (-1,) + (1,) * (x1.dim() - 1)
+    xt = (1 - tau.view(shape)) * x0 + tau.view(shape) * x1
+    return xt, tau, x1 - x0
+
+
+class WorldBatches(torch.utils.data.IterableDataset):
+    """Endless training batches, made in a worker process while the main one computes."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+
+    def __iter__(self):
+        cfg = self.cfg
+        maker = BatchMaker(cfg.seed)
+        while True:
+            yield {
+                "canvas": maker.canvas_batch(cfg.canvas_batch),
+                "pose": maker.pose_batch(cfg.pose_batch),
+                "trajectory": maker.trajectory_batch(cfg.trajectory_batch),
+                "picture": maker.picture_batch(cfg.picture_batch, held_out=False),
+                "probe": maker.picture_batch(cfg.picture_batch, held_out=None),
+                "upsample": maker.upsample_batch(cfg.upsample_batch),
+            }
+
+
+def losses(model: TinyVideoModel, batches: dict[str, dict[str, np.ndarray]],
+           gen: torch.Generator) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+
+    b = _t(batches["canvas"])
+    has_image = b["flags"][:, 2] > 0.5
+    cond = model.condition(b["ids"], b["image"], has_image, b["envelope"])
+    xt, tau, velocity = flow_pair(b["target"], gen)
+    out["canvas"] = F.mse_loss(model.canvas(xt, tau, cond, b["context"], b["flags"]), velocity)
+
+    b = _t(batches["pose"])
+    cond = model.condition(b["ids"], None, torch.zeros(len(b["ids"]), dtype=torch.bool), b["envelope"])
+    xt, tau, velocity = flow_pair(normalise_pose(b["target"]), gen)
+    out["pose"] = F.mse_loss(model.pose(xt, tau, cond, b["history"], b["beat"]), velocity)
+
+    b = _t(batches["trajectory"])
+    cond = model.condition(b["ids"], None, torch.zeros(len(b["ids"]), dtype=torch.bool), b["envelope"])
+    pred = model.trajectory(b["features"], cond)
+    out["trajectory"] = F.mse_loss(pred, b["target"] * b["target"].new_tensor(TRAJ_SPREAD))
+
+    b = _t(batches["picture"])
+    _, _, pose = model.image(b["image"])
+    out["image_pose"] = F.mse_loss(pose * 5.0, b["pose"] * 5.0)
+    logits = model.alignment(b["ids"], b["image"]) / CONTRASTIVE_TEMPERATURE
+    labels = torch.arange(len(logits))
+    out["contrastive"] = 0.1 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+
+    b = _t(batches["probe"])
+    color, shape = model.probe(b["image"])
+    out["probe"] = 0.2 * (F.cross_entropy(color, b["color"]) + F.cross_entropy(shape, b["shape"]))
+
+    b = _t(batches["upsample"])
+    out["upsampler"] = F.l1_loss(model.upsampler(b["low"]), b["high"])
+    return out
+
+
+def save_weights(model: torch.nn.Module, path: Path, manifest: dict) -> None:
+    """safetensors + manifest, both written atomically (a crash never leaves half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous()
+             for k, v in model.state_dict().items()}
+    tmp = path.with_suffix(".tmp")
+    save_file(state, str(tmp), metadata={"format": "pt", "model": "lvp-tiny"})
+    os.replace(tmp, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    manifest = {**manifest, "sha256": digest, "bytes": path.stat().st_size}
+    meta = path.with_suffix(".json")
+    meta.with_suffix(".tmp").write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(meta.with_suffix(".tmp"), meta)
+
+
+def train(cfg: TrainConfig, out: Path, command: str, log=print) -> dict:
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    stream = iter(torch.utils.data.DataLoader(WorldBatches(cfg), batch_size=None, num_workers=1,
+                                              prefetch_factor=2,
+                                              collate_fn=lambda batch: batch))
+    model = TinyVideoModel()
+    ema = TinyVideoModel()
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    budget = cfg.minutes * 60.0
+    start = last_save = time.perf_counter()
+    running: dict[str, float] = {}
+    step = 0
+
+    def manifest(final: bool) -> dict:
+        return {
+            "command": command, "steps": step, "seconds": round(time.perf_counter() - start, 1),
+            "final": final, "config": cfg.__dict__, "losses": {k: round(v, 5) for k, v in running.items()},
+            "torch": torch.__version__, "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+            "parameters": sum(p.numel() for p in model.parameters()),
+        }
+
+    while step < cfg.steps:
+        elapsed = time.perf_counter() - start
+        if elapsed > budget:
+            break
+        # Warm up, then cosine-decay the learning rate over the time budget.
+        progress = min(elapsed / budget, 1.0)
+        lr = cfg.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        parts = losses(model, next(stream), gen)
+        total = sum(parts.values())
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        decay = min(cfg.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+                e.lerp_(p, 1 - decay)
+            for e, p in zip(ema.buffers(), model.buffers(), strict=True):
+                e.copy_(p)
+        for k, v in parts.items():
+            value = float(v.detach())
+            running[k] = 0.98 * running.get(k, value) + 0.02 * value
+        step += 1
+        if step % 50 == 0:
+            log(f"step {step} {elapsed / 60:.1f} min lr {lr:.2e} "
+                + " ".join(f"{k} {v:.4f}" for k, v in running.items()))
+        if time.perf_counter() - last_save > cfg.checkpoint_minutes * 60:
+            save_weights(ema, out, manifest(final=False))
+            last_save = time.perf_counter()
+    save_weights(ema, out, manifest(final=True))
+    return manifest(final=True)
+
+
+def main_args(argv: list[str] | None = None) -> str:
+    return " ".join(["lvp", "train", *(sys.argv[2:] if argv is None else argv)])

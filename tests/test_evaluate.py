@@ -1,0 +1,76 @@
+"""The evaluation's own yardsticks, checked on the procedural oracle (the world itself):
+a metric that the ground truth fails is a broken metric."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from engine.evaluate import EvalConfig, Probe, adherence, beat_sync, motion_energy, seams_and_flicker
+from engine.prompt import COLORS, SHAPES, Scene
+from engine.world import BeatSample, background, draw_subject, subject_state
+
+QUICK = EvalConfig(quick=True)
+
+
+@pytest.fixture(scope="module")
+def probe() -> Probe:
+    return Probe()
+
+
+def test_probe_reads_the_world(probe):
+    rng = np.random.default_rng(5)
+    pictures, truth = [], []
+    for i in range(90):
+        scene = Scene(list(COLORS)[i % 9], SHAPES[i % 4], "orbiting",
+                      ("day", "night", "sunset", "meadow", "ocean")[i % 5])
+        img = background(scene.background, 128, 128, i).copy()
+        draw_subject(img, scene, subject_state(scene, float(rng.uniform(0, 60)), i, BeatSample()))
+        pictures.append(img)
+        truth.append((scene.color, scene.shape))
+    colors, shapes = probe.classify(pictures)
+    assert np.mean([c == t[0] for c, t in zip(colors, truth, strict=True)]) >= 0.95
+    assert np.mean([s == t[1] for s, t in zip(shapes, truth, strict=True)]) >= 0.9
+
+
+def test_oracle_meets_adherence(probe):
+    result = adherence("procedural", probe, QUICK)
+    assert result["color_adherence"] >= 0.95 and result["shape_adherence"] >= 0.9
+
+
+def test_oracle_dances_to_the_beat_and_not_to_shuffled_audio():
+    result = beat_sync("procedural", QUICK)
+    assert result["beat_correlation"] >= 0.5
+    assert result["beat_correlation_shuffled"] <= 0.2
+
+
+def test_oracle_has_no_flicker_and_clean_seams():
+    result = seams_and_flicker("procedural", QUICK)
+    assert result["background_flicker"] < 0.5
+    assert result["seam_ratio"] <= 1.3
+
+
+def test_motion_energy_sees_motion():
+    still = np.zeros((5, 8, 8, 3), np.uint8)
+    moving = still.copy()
+    moving[3, 2:4, 2:4] = 255
+    assert motion_energy(still).max() == 0
+    assert motion_energy(moving)[3] > 0 and motion_energy(moving)[4] > 0
+
+
+def test_train_cli_writes_weights_and_manifest(tmp_path):
+    out = tmp_path / "w.safetensors"
+    proc = subprocess.run([sys.executable, "-m", "actors.cli", "train", "--steps", "2", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert out.stat().st_size > 1_000_000
+    assert '"steps": 2' in out.with_suffix(".json").read_text()
+
+
+@pytest.mark.parametrize("args,expect", [(["--minutes", "0"], "--minutes"),
+                                         (["--out", "/proc/x/w.safetensors"], "cannot be written")])
+def test_train_cli_bad_input(args, expect):
+    proc = subprocess.run([sys.executable, "-m", "actors.cli", "train", *args],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and expect in proc.stderr and len(proc.stderr.splitlines()) == 1

@@ -1,0 +1,219 @@
+"""The bundled tiny model: every module with tiny random weights, the training step, the
+layer geometry, and the shipped weights rendering real frames."""
+
+import hashlib
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from engine.models.tiny import WEIGHTS
+from engine.models.tiny.data import (
+    HELD_OUT,
+    BatchMaker,
+    random_scene_prompt,
+    trajectory_baseline,
+    trajectory_residual,
+)
+from engine.models.tiny.layers import (
+    CANVAS_CHANNELS,
+    HI,
+    Pose,
+    composite,
+    crop_sprite,
+    sprite,
+    squeeze_background,
+)
+from engine.models.tiny.modules import (
+    COND_CHANNELS,
+    HISTORY,
+    TRAJ_FEATURES,
+    TinyConfig,
+    TinyVideoModel,
+)
+from engine.models.tiny.tokenizer import CLS, MAX_TOKENS, PAD, VOCAB_SIZE, tokenize
+from engine.models.tiny.train import TrainConfig, losses
+from engine.prompt import parse_prompt
+from engine.timeline import AUDIO_WINDOW
+from engine.world import BeatSample, background, draw_subject, subject_state
+
+TINY = TinyConfig(dim=16, text_layers=1, heads=2, unet_channels=(8, 16, 16), pose_hidden=32,
+                  traj_hidden=32, upsampler_channels=8)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * math.log10(255.0**2 / max(mse, 1e-10))
+
+
+def test_tokenizer_known_words_unknown_buckets_and_padding():
+    ids = tokenize("A red circle bouncing")
+    assert ids.shape == (MAX_TOKENS,) and ids[0] == CLS
+    assert len(set(ids[1:5].tolist())) == 4 and (ids[5:] == PAD).all()
+    oov = tokenize("zorblax zorblax")
+    assert oov[1] == oov[2] and 0 < oov[1] < VOCAB_SIZE  # same unknown word, same id
+    assert (tokenize("word " * 40) != PAD).sum() == MAX_TOKENS  # truncated, not overflowing
+
+
+@pytest.mark.parametrize("prompt", ["a pink star spinning at night", "a blue triangle on the ocean",
+                                    "a green square at sunset", "a white circle in a meadow"])
+def test_sprite_composite_reproduces_the_world(prompt):
+    """The layered picture is exact: sprite + pose + background == the world's own render."""
+    scene = parse_prompt(prompt)
+    state = subject_state(scene, 3.7, 5, BeatSample())
+    for size in (64, 256):
+        bg = background(scene.background, size, size, 5)
+        world = bg.copy()
+        draw_subject(world, scene, state)
+        ours = composite(bg, sprite(scene, 0.0, HI), Pose(state.x, state.y, state.scale, state.angle))
+        assert psnr(world, ours) > 33
+    # crop_sprite inverts the placement: the patch shows the sprite where alpha is solid.
+    picture = world
+    layer = sprite(scene, state.angle)
+    patch = crop_sprite(picture, Pose(state.x, state.y, state.scale, 0.0))
+    solid = layer[..., 3] > 0.99
+    assert np.abs(patch[solid] - layer[..., :3][solid]).mean() < 0.05
+
+
+def test_trajectory_residual_round_trips():
+    a = Pose(0.2, 0.3, 1.0, 0.5).vector()
+    b = Pose(0.4, 0.6, 1.2, 2.8).vector()
+    actual = Pose(0.33, 0.41, 1.05, -3.0).vector()
+    for u in (0.0, 0.3, 1.2):
+        r = trajectory_residual(a, b, u, actual)
+        base = trajectory_baseline(a, b, u)
+        got = base + r
+        assert np.allclose(got[:3], actual[:3], atol=1e-6)
+        assert abs(math.remainder(got[3] - (-3.0), 2 * math.pi)) < 1e-5
+
+
+def test_held_out_pairs_never_reach_training_prompts():
+    rng = np.random.default_rng(0)
+    seen = {(s.color, s.shape) for s in (random_scene_prompt(rng)[1] for _ in range(600))}
+    assert not seen & set(HELD_OUT)
+    assert len(seen) > 25  # but everything else does
+
+
+def test_every_module_has_the_documented_shapes():
+    torch.manual_seed(0)
+    model = TinyVideoModel(TINY).eval()
+    b, d = 3, TINY.dim
+    ids = torch.from_numpy(np.stack([tokenize("a red star"), tokenize(""), tokenize("blue box")]))
+    tokens, summary, pad = model.text(ids)
+    assert tokens.shape == (b, MAX_TOKENS, d) and summary.shape == (b, d) and pad.shape == (b, MAX_TOKENS)
+    image = torch.rand(b, 3, 64, 64) * 2 - 1
+    img_tokens, pooled, pose = model.image(image)
+    assert img_tokens.shape == (b, 16, d) and pose.shape == (b, 3)
+    audio_tokens, _ = model.audio(torch.rand(b, AUDIO_WINDOW))
+    assert audio_tokens.shape == (b, 8, d)
+    cond = model.condition(ids, image, torch.tensor([True, False, True]), torch.rand(b, AUDIO_WINDOW))
+    assert cond.shape == (b, d)
+    v = model.canvas(torch.randn(b, CANVAS_CHANNELS, 32, 32), torch.rand(b), cond,
+                     torch.randn(b, COND_CHANNELS, 32, 32), torch.zeros(b, 3))
+    assert v.shape == (b, CANVAS_CHANNELS, 32, 32)
+    assert model.pose(torch.randn(b, 5), torch.rand(b), cond, torch.zeros(b, HISTORY * 6),
+                      torch.zeros(b, 2)).shape == (b, 5)
+    assert model.trajectory(torch.randn(b, TRAJ_FEATURES), cond).shape == (b, 4)
+    assert model.upsampler(torch.rand(b, 4, 32, 32)).shape == (b, 4, 64, 64)
+    color, shape = model.probe(image)
+    assert color.shape == (b, 9) and shape.shape == (b, 4)
+    assert model.alignment(ids, image).shape == (b, b)
+
+
+def test_seeded_outputs_are_reproducible_and_seed_dependent():
+    def canvas_slice(seed: int) -> torch.Tensor:
+        torch.manual_seed(seed)
+        model = TinyVideoModel(TINY).eval()
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(1, CANVAS_CHANNELS, 32, 32, generator=gen)
+        ctx = torch.randn(1, COND_CHANNELS, 32, 32, generator=gen)
+        with torch.inference_mode():
+            cond = model.condition(torch.from_numpy(tokenize("a red star")[None]), None,
+                                   torch.zeros(1, dtype=torch.bool), torch.zeros(1, AUDIO_WINDOW))
+            return model.canvas(x, torch.tensor([0.5]), cond, ctx, torch.ones(1, 3))[0, :, 10, 10]
+
+    assert torch.equal(canvas_slice(0), canvas_slice(0))
+    assert not torch.allclose(canvas_slice(0), canvas_slice(1))
+
+
+def test_a_training_step_lowers_the_loss():
+    torch.manual_seed(0)
+    model = TinyVideoModel(TINY)
+    cfg = TrainConfig(canvas_batch=4, pose_batch=8, trajectory_batch=8, picture_batch=4, upsample_batch=2)
+    maker = BatchMaker(0)
+    batch = {"canvas": maker.canvas_batch(cfg.canvas_batch), "pose": maker.pose_batch(cfg.pose_batch),
+             "trajectory": maker.trajectory_batch(cfg.trajectory_batch),
+             "picture": maker.picture_batch(cfg.picture_batch, held_out=False),
+             "probe": maker.picture_batch(cfg.picture_batch, held_out=None),
+             "upsample": maker.upsample_batch(cfg.upsample_batch)}
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+
+    def total() -> float:
+        with torch.no_grad():
+            return float(sum(losses(model, batch, torch.Generator().manual_seed(0)).values()))
+
+    before = total()
+    for _ in range(25):
+        loss = sum(losses(model, batch, torch.Generator().manual_seed(0)).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert total() < 0.7 * before
+
+
+# -- the shipped weights ---------------------------------------------------------------------
+
+def test_shipped_weights_match_their_manifest():
+    manifest = json.loads(WEIGHTS.with_suffix(".json").read_text())
+    data = WEIGHTS.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == manifest["sha256"]
+    assert len(data) <= 20 * 2**20
+    assert manifest["final"] and manifest["command"].startswith("lvp train")
+
+
+def test_shipped_weights_render_keyframes_and_frames(tmp_path):
+    from engine.schedule import PromptSchedule
+    from engine.spec import JobSpec
+    from engine.stages import KeyframeStage, SegmentStage
+    from engine.timeline import BeatTrack, Timeline
+    from memory.replay import ReplayMemory
+
+    spec = JobSpec(schedule=PromptSchedule.single("a red star spinning at night"), duration=6.0,
+                   fps=10, width=128, height=96, seed=1, overlap=4, model="tiny")
+    timeline = Timeline(spec, BeatTrack.metronome(spec.total_frames, spec.fps))
+    memory = ReplayMemory(tmp_path)
+    stage = KeyframeStage(timeline, "tiny", memory)
+    keys = stage.run_segment(0)
+    assert [k.t for k in keys.keyframes] == [0, 1, 2, 3, 4, 5]
+    assert keys.keyframes[0].image.shape == (64, 86, 3)
+    rendered = SegmentStage("tiny").render(timeline.segment(0), keys)
+    assert rendered.frames.shape == (timeline.segment(0).num_frames, 96, 128, 3)
+    assert rendered.frames.std() > 5  # a picture, not a flat field
+    # Same seed, same keyframes: generation is deterministic.
+    again = KeyframeStage(timeline, "tiny", ReplayMemory(tmp_path / "b")).run_segment(0)
+    assert np.array_equal(again.keyframes[3].image, keys.keyframes[3].image)
+    assert memory.keyframe_times() == [0.0, 5.0]  # the replay memory: one keyframe per 5 s
+    memory.close()
+
+
+def test_shipped_weights_follow_the_reference_image(tmp_path):
+    from PIL import Image
+
+    from engine.schedule import PromptSchedule
+    from engine.spec import JobSpec
+    from engine.stages import KeyframeStage
+    from engine.timeline import BeatTrack, Timeline
+    from memory.replay import ReplayMemory
+
+    scene = parse_prompt("an orange square resting on a meadow")
+    picture = background(scene.background, 256, 256, 9).copy()
+    draw_subject(picture, scene, subject_state(scene, 0.0, 9, BeatSample()))
+    Image.fromarray(picture).save(tmp_path / "ref.png")
+    spec = JobSpec(schedule=PromptSchedule.single("an orange square resting on a meadow"),
+                   duration=2.0, fps=10, width=256, height=256, seed=0, image=tmp_path / "ref.png")
+    stage = KeyframeStage(Timeline(spec, BeatTrack.metronome(20, 10)), "tiny", ReplayMemory(tmp_path / "m"))
+    first = stage.run_segment(0).keyframes[0].image
+    target = (squeeze_background(picture, 64) * 255).round().astype(np.uint8)
+    assert psnr(first, target) > 20
