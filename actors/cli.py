@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="HLS segment length in seconds (default: 2)")
     out.add_argument("--report", type=Path, help="run report JSON (default: next to the output)")
     out.add_argument("--workdir", type=Path,
-                     help="replay memory and ledger folder (default: OUT.lvp or HLS/.lvp)")
+                     help="replay memory and ledger folder "
+                          "(default: OUT.lvp, or HLS.lvp beside the HLS folder)")
 
     eng = r.add_argument_group("engine")
     eng.add_argument("--model", default=DEFAULT_BACKEND,
@@ -94,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "learned model; procedural is the world simulator itself)")
     eng.add_argument("--workers", type=int, default=2,
                      help="segment actors rendering in parallel (default: 2)")
+    eng.add_argument("--gpus-per-worker", type=float, default=0.0,
+                     help="GPUs each segment actor reserves on the cluster, for GPU backends "
+                          "(default: 0)")
     eng.add_argument("--segment-seconds", type=int, default=5,
                      help="seconds per segment, 1-60 (default: 5)")
     eng.add_argument("--overlap", type=int,

@@ -110,7 +110,8 @@ def run_job(
         timeline, spec.model, str(spec.workdir))
     stitcher = StitcherActor.options(num_cpus=0.5, scheduling_strategy=here).remote(
         output_config(spec), blend)
-    workers = [SegmentActor.options(num_cpus=1).remote(spec.model) for _ in range(spec.workers)]
+    workers = [SegmentActor.options(num_cpus=1, num_gpus=spec.gpus_per_worker).remote(spec.model)
+               for _ in range(spec.workers)]
     keyframer.put_job.remote(spec.summary())
     try:
         _pump(timeline, keyframer, workers, stitcher, in_flight_limit, progress, metrics,

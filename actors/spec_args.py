@@ -31,6 +31,7 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
     width, height = parse_size(args.size)
     check_range("--fps", args.fps, 1, 60)
     check_range("--workers", args.workers, 1, MAX_WORKERS)
+    check_range("--gpus-per-worker", args.gpus_per_worker, 0, 16)
     check_range("--segment-seconds", args.segment_seconds, 1, 60)
     max_overlap = args.segment_seconds * args.fps // 2
     overlap = min(args.overlap, max_overlap) if explicit_overlap is None else explicit_overlap
@@ -80,6 +81,7 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
         segment_seconds=args.segment_seconds,
         overlap=overlap,
         workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker,
         model=args.model,
         image=args.image,
         audio=args.audio,
@@ -99,4 +101,6 @@ def default_workdir(out: Path | None, hls: Path | None) -> Path:
     if out is not None:
         return out.with_suffix(".lvp")
     assert hls is not None
-    return hls / ".lvp"
+    # Beside the HLS folder, never inside it: that folder is what a web server publishes.
+    folder = hls.resolve()
+    return folder.with_name(folder.name + ".lvp")

@@ -13,7 +13,7 @@ import importlib
 import importlib.metadata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -26,7 +26,7 @@ class Keyframe:
     t: float  # video time, seconds
     image: np.ndarray  # [h, w, 3] uint8 at keyframe resolution
     prompt: str
-    state: dict[str, float] = field(default_factory=dict)  # backend-specific extras
+    state: dict[str, Any] = field(default_factory=dict)  # backend-specific, JSON-serialisable
     latent: np.ndarray | None = None  # backend-specific picture state (the tiny model's canvas)
 
 

@@ -42,7 +42,7 @@ from engine.models.tiny.modules import (
     denormalise_pose,
 )
 from engine.models.tiny.tokenizer import tokenize
-from engine.timeline import AUDIO_WINDOW, KeyframePlan, SegmentPlan, audio_window
+from engine.timeline import AUDIO_WINDOW, KeyframePlan, SegmentPlan
 
 SAMPLING_STEPS = 8
 GUIDANCE = 2.0
@@ -96,7 +96,7 @@ class KeyframeModel:
 
     def __init__(self) -> None:
         self.model = load_model()
-        self._reference: tuple[int, dict] | None = None
+        self._reference: tuple[np.ndarray, dict] | None = None
 
     def _condition(self, prompt: str, plan: KeyframePlan, image: dict | None) -> torch.Tensor:
         ids = torch.from_numpy(np.stack([tokenize(prompt), tokenize("")]))
@@ -110,7 +110,7 @@ class KeyframeModel:
         """Encode the reference picture once: its tensor, the subject's pose, the canvas slot."""
         if reference is None:
             return None
-        if self._reference is not None and self._reference[0] == id(reference):
+        if self._reference is not None and self._reference[0] is reference:
             return self._reference[1]
         tensor = _chw(reference)
         with torch.inference_mode():
@@ -119,7 +119,7 @@ class KeyframeModel:
         slot = np.concatenate([squeeze_background(reference), crop_sprite(reference, pose)], -1)
         info = {"tensor": tensor, "pose": pose,
                 "slot": torch.from_numpy(slot.transpose(2, 0, 1).astype(np.float32) * 2 - 1)}
-        self._reference = (id(reference), info)
+        self._reference = (reference, info)
         return info
 
     @torch.inference_mode()
@@ -140,10 +140,12 @@ class KeyframeModel:
             for j, k in enumerate(history[-HISTORY:][::-1]):
                 hist[HISTORY - 1 - j] = [*pose_of(k), 1.0]
             beat = [plan.beat_energy, plan.beat_phase - phase_before if history else 0.0]
+            # The pose model was trained on prompt + audio only (no image tokens).
+            pose_cond = self._condition(plan.prompt, plan, None)[:1] if image else cond[:1]
             z = torch.randn((1, 5), generator=gen)
             for i in range(SAMPLING_STEPS):
                 tau = torch.full((1,), i / SAMPLING_STEPS)
-                z = z + model.pose(z, tau, cond[:1], torch.from_numpy(hist.reshape(1, -1)),
+                z = z + model.pose(z, tau, pose_cond, torch.from_numpy(hist.reshape(1, -1)),
                                    torch.tensor([beat], dtype=torch.float32)) / SAMPLING_STEPS
             pose = Pose.from_vector(denormalise_pose(z)[0].numpy())
             pose = Pose(pose.x, pose.y, max(pose.scale, 0.2), pose.angle)
@@ -169,8 +171,12 @@ class KeyframeModel:
         bg = cv2.resize((backgrounds[0] * 255 + 0.5).astype(np.uint8), (width, height),
                         interpolation=cv2.INTER_LINEAR)
         picture = composite(bg, sprites[0], pose)
+        window = plan.audio_window if plan.audio_window is not None else np.zeros(AUDIO_WINDOW)
         state = {"x": pose.x, "y": pose.y, "scale": pose.scale, "angle": pose.angle,
-                 "phase": float(plan.beat_phase)}
+                 "phase": float(plan.beat_phase),
+                 # Stage 2 conditions on the same audio window; its segment's own slice of the
+                 # beat track does not reach 1 s back.
+                 "audio": [round(float(v), 4) for v in window]}
         return Keyframe(plan.t, picture, plan.prompt, state, latent=canvas.astype(np.float16))
 
 
@@ -203,29 +209,32 @@ class SegmentModel:
         last = len(keyframes) - 2
         index = np.clip(np.searchsorted(times, frame_times, side="right") - 1, 0, max(last, 0))
 
+        # Interval a -> a+1 for every frame; u is in seconds since keyframe a (the models were
+        # trained on keyframes 1 s apart; only a video's last keyframe can be closer).
+        span = [max(times[min(a + 1, last + 1)] - times[a], 1e-6) for a in range(len(keyframes))]
         features, conds = [], []
-        cond_cache: dict[tuple[str, int], torch.Tensor] = {}
+        cond_cache: dict[int, torch.Tensor] = {}
         for i, t in enumerate(frame_times):
             a = int(index[i])
             b = min(a + 1, len(keyframes) - 1)
-            span = max(times[b] - times[a], 1e-6)
-            u = float((t - times[a]) / span) if b != a else 0.0
+            u = float(t - times[a])
             prev_pose = poses[a - 1] if a >= 1 else np.zeros(5, np.float32)
             next_pose = poses[b + 1] if b + 1 < len(poses) else np.zeros(5, np.float32)
             phase_a = keyframes[a].state.get("phase", 0.0)
             phase_b = keyframes[b].state.get("phase", 0.0)
-            features.append(trajectory_features(poses[a], poses[b], prev_pose, next_pose, a >= 1,
-                                                b + 1 < len(poses), u, float(plan.beat_energy[i]),
-                                                float(plan.beat_phase[i]) - phase_a, phase_b - phase_a))
-            prompt = plan.prompts.text_at(float(t))
-            key = (prompt, a)
-            if key not in cond_cache:
-                window = audio_window(plan.beat_energy, times[a] - frame_times[0], plan.fps)
+            features.append(trajectory_features(
+                poses[a], poses[b], prev_pose, next_pose, a >= 1, b + 1 < len(poses),
+                min(max(u, -0.3), 1.3),  # the range the trajectory model was trained on
+                float(plan.beat_energy[i]), float(plan.beat_phase[i]) - phase_a, phase_b - phase_a))
+            if a not in cond_cache:
+                # One condition per interval: the prompt of the keyframe it leads to.
+                target = keyframes[b]
+                window = np.asarray(target.state.get("audio", np.zeros(AUDIO_WINDOW)), np.float32)
                 with torch.inference_mode():
-                    cond_cache[key] = self.model.condition(
-                        torch.from_numpy(tokenize(prompt)[None]), None, torch.zeros(1, dtype=torch.bool),
-                        torch.from_numpy(window[None]))[0]
-            conds.append(cond_cache[key])
+                    cond_cache[a] = self.model.condition(
+                        torch.from_numpy(tokenize(target.prompt)[None]), None,
+                        torch.zeros(1, dtype=torch.bool), torch.from_numpy(window[None]))[0]
+            conds.append(cond_cache[a])
         with torch.inference_mode():
             residual = model.trajectory(torch.from_numpy(np.stack(features)), torch.stack(conds)).numpy()
         residual /= np.array(TRAJ_SPREAD, np.float32)
@@ -234,12 +243,11 @@ class SegmentModel:
         for i, t in enumerate(frame_times):
             a = int(index[i])
             b = min(a + 1, len(keyframes) - 1)
-            span = max(times[b] - times[a], 1e-6)
-            u = float((t - times[a]) / span) if b != a else 0.0
+            u = float(t - times[a])
             base = trajectory_baseline(poses[a], poses[b], u)
             r = residual[i]
             pose = Pose(base[0] + r[0], base[1] + r[1], max(base[2] + r[2], 0.2), base[3] + r[3])
-            w = min(max(u, 0.0), 1.0)
+            w = min(max(u / span[a], 0.0), 1.0) if b != a else 0.0
             bg = full_bg[a] if w == 0.0 else cv2.addWeighted(full_bg[a], 1 - w, full_bg[b], w, 0.0)
             # Cross-fade the two keyframes' sprites in premultiplied space (mixes linearly).
             layer = layers[a] if w == 0.0 else cv2.addWeighted(layers[a], 1 - w, layers[b], w, 0.0)

@@ -64,6 +64,11 @@ def flow_pair(x1: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, tor
     return xt, tau, x1 - x0
 
 
+def _as_is(batch: dict) -> dict:
+    """The worker already makes whole batches (a module-level function: picklable under spawn)."""
+    return batch
+
+
 class WorldBatches(torch.utils.data.IterableDataset):
     """Endless training batches, made in a worker process while the main one computes."""
 
@@ -140,8 +145,7 @@ def train(cfg: TrainConfig, out: Path, command: str, log=print) -> dict:
     torch.set_num_threads(cfg.threads)
     gen = torch.Generator().manual_seed(cfg.seed)
     stream = iter(torch.utils.data.DataLoader(WorldBatches(cfg), batch_size=None, num_workers=1,
-                                              prefetch_factor=2,
-                                              collate_fn=lambda batch: batch))
+                                              prefetch_factor=2, collate_fn=_as_is))
     model = TinyVideoModel()
     ema = TinyVideoModel()
     ema.load_state_dict(model.state_dict())
