@@ -3,6 +3,7 @@ unit tests run the same objects in one process."""
 
 from __future__ import annotations
 
+import bisect
 import time
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from memory.replay import ReplayMemory
 
 HISTORY = 4  # short-term context: the last few keyframes
 MEMORY_RECENT = 3  # long-term context: the anchor plus the latest few memory entries
+CONTEXT = 2  # keyframes beyond each end of a segment that Stage 2 also gets
 
 
 @dataclass(frozen=True)
@@ -27,9 +29,17 @@ class SegmentKeyframes:
     """What Stage 2 needs from Stage 1 for one segment."""
 
     index: int
-    keyframes: tuple[Keyframe, ...]
+    keyframes: tuple[Keyframe, ...]  # the segment's own, both ends included
     memory: MemoryView
     model_seconds: float  # time spent inside the keyframe model
+    # Neighbours' keyframes: the overlap frames at a boundary are rendered by both segments,
+    # and with the same keyframes around them both renders agree, so the seam vanishes.
+    before: tuple[Keyframe, ...] = ()
+    after: tuple[Keyframe, ...] = ()
+
+    def around(self) -> tuple[Keyframe, ...]:
+        """All keyframes in time order: context before, own, context after."""
+        return self.before + self.keyframes + self.after
 
 
 @dataclass(frozen=True)
@@ -58,7 +68,9 @@ class KeyframeStage:
         self.reference = load_image(spec.image, spec.keyframe_size) if spec.image else None
         self.history: list[Keyframe] = []
         self.remembered: list[Keyframe] = []
-        self.count = 0
+        self.track = timeline.all_keyframe_times()  # every keyframe time of the video
+        self.made: dict[int, Keyframe] = {}  # position in the track -> keyframe (recent only)
+        self.count = 0  # keyframes generated so far == position of the next one
 
     def memory_view(self) -> MemoryView:
         if not self.remembered or not self.use_memory:
@@ -66,28 +78,42 @@ class KeyframeStage:
         anchor, rest = self.remembered[0], self.remembered[1:]
         return MemoryView((anchor, *rest[-MEMORY_RECENT:]))
 
-    def run_segment(self, k: int) -> SegmentKeyframes:
+    def _generate_through(self, position: int) -> float:
+        """Generate keyframes in order up to track[position]; returns model seconds."""
         seconds = 0.0
-        keyframes = []
-        for t in self.timeline.keyframe_times(k):
-            if self.history and abs(self.history[-1].t - t) < 1e-9:
-                keyframes.append(self.history[-1])  # shared boundary keyframe
-                continue
+        while self.count <= position:
+            t = self.track[self.count]
             plan = self.timeline.keyframe_plan(self.count, t, self.reference)
             start = time.perf_counter()
             keyframe = self.model.next_keyframe(plan, tuple(self.history[-HISTORY:]),
                                                 self.memory_view())
             seconds += time.perf_counter() - start
+            self.made[self.count] = keyframe
             self.count += 1
             self.history = [*self.history[-HISTORY:], keyframe]
-            keyframes.append(keyframe)
             if plan.store_in_memory:
                 self.memory.put_keyframe(t, keyframe.image, {
                     "prompt": keyframe.prompt, "seed": plan.seed, "model": self.model_name,
                     "index": plan.index, "state": keyframe.state,
                 })
                 self.remembered.append(keyframe)
-        return SegmentKeyframes(k, tuple(keyframes), self.memory_view(), seconds)
+        return seconds
+
+    def _made(self, lo: int, hi: int) -> tuple[Keyframe, ...]:
+        return tuple(self.made[i] for i in range(max(lo, 0), min(hi, self.count)))
+
+    def run_segment(self, k: int) -> SegmentKeyframes:
+        own = self.timeline.keyframe_times(k)
+        first = bisect.bisect_left(self.track, own[0] - 1e-9)
+        last = first + len(own) - 1
+        # Stage 1 runs CONTEXT keyframes ahead, so the segment also gets its successor's first ones.
+        seconds = self._generate_through(min(last + CONTEXT, len(self.track) - 1))
+        keys = SegmentKeyframes(k, self._made(first, last + 1), self.memory_view(), seconds,
+                                before=self._made(first - CONTEXT, first),
+                                after=self._made(last + 1, last + 1 + CONTEXT))
+        for i in [i for i in self.made if i < first - CONTEXT]:
+            del self.made[i]  # nothing older is needed again
+        return keys
 
 
 class SegmentStage:
@@ -100,7 +126,7 @@ class SegmentStage:
         if keys.index != plan.index:
             raise ValueError(f"keyframes of segment {keys.index} given for segment {plan.index}")
         start = time.perf_counter()
-        frames = self.model.render(plan, keys.keyframes, keys.memory)
+        frames = self.model.render(plan, keys.around(), keys.memory)
         seconds = time.perf_counter() - start
         expected = (plan.num_frames, plan.height, plan.width, 3)
         if frames.shape != expected or frames.dtype != np.uint8:

@@ -187,6 +187,7 @@ def test_shipped_weights_render_keyframes_and_frames(tmp_path):
     stage = KeyframeStage(timeline, "tiny", memory)
     keys = stage.run_segment(0)
     assert [k.t for k in keys.keyframes] == [0, 1, 2, 3, 4, 5]
+    assert [k.t for k in keys.around()] == [0, 1, 2, 3, 4, 5, 6]  # context: the next one
     assert keys.keyframes[0].image.shape == (64, 86, 3)
     rendered = SegmentStage("tiny").render(timeline.segment(0), keys)
     assert rendered.frames.shape == (timeline.segment(0).num_frames, 96, 128, 3)

@@ -2,7 +2,8 @@
 
 Two narrow contracts keep backends swappable:
 - a keyframe model: next_keyframe(plan, history, memory) -> Keyframe   (Stage 1)
-- a segment model: render(plan, keyframes, memory) -> frames [T, H, W, 3] uint8  (Stage 2)
+- a segment model: render(plan, keyframes, memory) -> frames [T, H, W, 3] uint8  (Stage 2);
+  `keyframes` are in time order: the segment's own plus up to two of each neighbour's
 Backends are named by a string and imported lazily, so choosing one never loads another
 (or its weights) and nothing touches a device at import time.
 """

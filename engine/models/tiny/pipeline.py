@@ -12,6 +12,7 @@ then per frame only cross-fade two backgrounds and warp one sprite: a few millis
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -45,7 +46,9 @@ from engine.models.tiny.tokenizer import tokenize
 from engine.timeline import AUDIO_WINDOW, KeyframePlan, SegmentPlan
 
 SAMPLING_STEPS = 8
-GUIDANCE = 2.0
+GUIDANCE = 4.0
+CONTEXT_NOISE = 0.1  # within the range of the training augmentation (0 to 0.25)
+CONTINUE_FROM = 0.75  # flow time a continuing keyframe starts at (0: pure noise, 1: a copy)
 
 
 def load_model(path: str | Path | None = None) -> TinyVideoModel:
@@ -150,20 +153,37 @@ class KeyframeModel:
             pose = Pose.from_vector(denormalise_pose(z)[0].numpy())
             pose = Pose(pose.x, pose.y, max(pose.scale, 0.2), pose.angle)
 
-        # The layered canvas, conditioned on the previous one and the memory's anchor.
+        # The layered canvas, conditioned on the previous one and the memory's anchor. The
+        # context is shown the way training showed it: while the prompt holds, the previous
+        # canvas comes with a little noise (the model learned that an exact copy of the anchor
+        # means "the prompt changed, start over"), and the anchor is the first remembered
+        # keyframe of the current prompt (identity); right after a prompt change the previous
+        # canvas is both context and anchor.
         empty = torch.zeros((CANVAS_CHANNELS, CANVAS, CANVAS))
         prev = _latent(history[-1]) if history else None
-        anchor = _latent(memory.anchor) if memory.anchor is not None else None
+        anchor = _anchor_for(plan.prompt, memory)
+        changed = prev is not None and history[-1].prompt != plan.prompt
+        if changed:
+            anchor = prev
+        elif prev is not None:
+            prev = prev + CONTEXT_NOISE * torch.randn(prev.shape, generator=gen)
         slot = image["slot"] if image else torch.zeros((IMAGE_SLOT, CANVAS, CANVAS))
         context = torch.cat([prev if prev is not None else empty,
                              anchor if anchor is not None else empty, slot])[None].expand(2, -1, -1, -1)
         flags = torch.tensor([[prev is not None, anchor is not None, image is not None]] * 2,
                              dtype=torch.float32)
-        x = torch.randn((1, CANVAS_CHANNELS, CANVAS, CANVAS), generator=gen)
-        for i in range(SAMPLING_STEPS):
-            tau = torch.full((2,), i / SAMPLING_STEPS)
+        # Continuing a prompt, sampling starts part-way along the flow from the identity
+        # (the memory's anchor, else the previous canvas) instead of from pure noise
+        # (SDEdit): the model redraws the keyframe but keeps the scene it already showed.
+        noise = torch.randn((1, CANVAS_CHANNELS, CANVAS, CANVAS), generator=gen)
+        start = anchor if anchor is not None and not changed else prev if not changed else None
+        tau0 = CONTINUE_FROM if start is not None else 0.0
+        x = noise if start is None else (1 - tau0) * noise + tau0 * start[None]
+        steps = max(1, round(SAMPLING_STEPS * (1 - tau0)))
+        for i in range(steps):
+            tau = torch.full((2,), tau0 + (1 - tau0) * i / steps)
             v = model.canvas(x.expand(2, -1, -1, -1), tau, cond, context, flags)
-            x = x + (v[1:] + GUIDANCE * (v[:1] - v[1:])) / SAMPLING_STEPS
+            x = x + (v[1:] + GUIDANCE * (v[:1] - v[1:])) * (1 - tau0) / steps
         canvas = x[0].clamp(-1, 1).numpy()
 
         backgrounds, sprites = upsample_layers(model, canvas[None])
@@ -178,6 +198,25 @@ class KeyframeModel:
                  # beat track does not reach 1 s back.
                  "audio": [round(float(v), 4) for v in window]}
         return Keyframe(plan.t, picture, plan.prompt, state, latent=canvas.astype(np.float16))
+
+
+@lru_cache(maxsize=8)
+def _bayer(height: int, width: int) -> np.ndarray:
+    """8x8 ordered-dither thresholds in [0, 1), tiled to [height, width, 1]."""
+    m = np.array([[0]])
+    for _ in range(3):
+        m = np.block([[4 * m, 4 * m + 2], [4 * m + 3, 4 * m + 1]])
+    tile = (m + 0.5) / 64.0
+    reps = (height // 8 + 1, width // 8 + 1)
+    return np.ascontiguousarray(np.tile(tile, reps)[:height, :width, None].astype(np.float32))
+
+
+def _anchor_for(prompt: str, memory: MemoryView) -> torch.Tensor | None:
+    """The identity anchor: the earliest remembered keyframe made under this prompt."""
+    for entry in memory.entries:
+        if entry.prompt == prompt:
+            return _latent(entry)
+    return None
 
 
 def _latent(keyframe: Keyframe) -> torch.Tensor | None:
@@ -200,8 +239,11 @@ class SegmentModel:
         model = self.model
         width, height = plan.width, plan.height
         backgrounds, sprites = upsample_layers(model, np.stack([k.latent for k in keyframes]))
-        full_bg = [np.clip(cv2.resize(b, (width, height), interpolation=cv2.INTER_CUBIC) * 255.0
-                           + 0.5, 0, 255).astype(np.uint8) for b in backgrounds]
+        full_bg = [np.clip(cv2.resize(b, (width, height), interpolation=cv2.INTER_CUBIC) * 255.0,
+                           0, 255).astype(np.float32) for b in backgrounds]
+        # Ordered dithering for the cross-fade: plain rounding flips every pixel whose two
+        # backgrounds differ by one level at the same instant, a whole-frame flicker.
+        threshold = _bayer(height, width)
         layers = [premultiply(s) for s in sprites]
         poses = [pose_of(k) for k in keyframes]
         times = np.array([k.t for k in keyframes])
@@ -245,10 +287,14 @@ class SegmentModel:
             b = min(a + 1, len(keyframes) - 1)
             u = float(t - times[a])
             base = trajectory_baseline(poses[a], poses[b], u)
-            r = residual[i]
+            # Keyframe poses are exact: fade the learned correction out towards both ends of
+            # the interval, so the pose does not jump where one interval hands over to the next.
+            r = residual[i] * math.sin(math.pi * min(max(u / span[a], 0.0), 1.0)) if b != a \
+                else residual[i] * 0.0
             pose = Pose(base[0] + r[0], base[1] + r[1], max(base[2] + r[2], 0.2), base[3] + r[3])
             w = min(max(u / span[a], 0.0), 1.0) if b != a else 0.0
-            bg = full_bg[a] if w == 0.0 else cv2.addWeighted(full_bg[a], 1 - w, full_bg[b], w, 0.0)
+            mix = full_bg[a] if w == 0.0 else cv2.addWeighted(full_bg[a], 1 - w, full_bg[b], w, 0.0)
+            bg = np.minimum(mix + threshold, 255.0).astype(np.uint8)
             # Cross-fade the two keyframes' sprites in premultiplied space (mixes linearly).
             layer = layers[a] if w == 0.0 else cv2.addWeighted(layers[a], 1 - w, layers[b], w, 0.0)
             frames[i] = composite(bg, layer, pose, premultiplied=True)
