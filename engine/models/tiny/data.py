@@ -173,11 +173,13 @@ class BatchMaker:
             clip = self.motion(scene)
             bg64 = background64(scene.background, clip.seed)
             state0 = clip.state(rng.uniform(0, 30))
-            # Scenarios: a first keyframe from the reference image (10%) or from the prompt
-            # alone (50%: the hard part, drawing what the words say), continuing a shot (25%),
-            # right after a prompt change (15%).
+            # Scenarios (what the shipped weights were trained with): a first keyframe from the
+            # reference image (20%) or from the prompt alone (25%), continuing a shot (40%),
+            # right after a prompt change (15%). Drawing the prompt's shape from words alone is
+            # the weak spot of the shipped weights; a larger text-only share is the next thing
+            # to try (see the issue notes).
             kind = rng.random()
-            with_image = kind < 0.1 or (0.6 <= kind < 0.85 and rng.random() < 0.3)
+            with_image = kind < 0.2 or (kind >= 0.45 and kind < 0.85 and rng.random() < 0.3)
             angle = state0.angle if with_image else 0.0
             canvas = to_canvas(squeeze_background(bg64), sprite(scene, angle))
             prev = np.zeros_like(canvas)
@@ -191,7 +193,7 @@ class BatchMaker:
                 # The sprite-sized patch keeps the picture's own orientation (angle 0 relative).
                 crop = crop_sprite(ref, guess)
                 slot = np.concatenate([squeeze_background(ref), crop], -1).transpose(2, 0, 1) * 2 - 1
-            if 0.6 <= kind < 0.85:  # continuing: the previous keyframe and the memory anchor
+            if 0.45 <= kind < 0.85:  # continuing: the previous keyframe and the memory anchor
                 prev = canvas + rng.normal(0, rng.uniform(0, 0.25), canvas.shape).astype(np.float32)
                 if rng.random() < 0.7:
                     anchor = canvas
@@ -298,7 +300,9 @@ class BatchMaker:
         rng = self.rng
         low, high = [], []
         for _ in range(n):
-            _, scene = random_scene_prompt(rng)
+            # Known leak, kept so this code reproduces the shipped weights: the upsampler sees
+            # held-out color-shape pairs in 10% of its (sprite-sharpening) batches.
+            _, scene = random_scene_prompt(rng, held_out=bool(rng.random() < 0.1))
             if rng.random() < 0.5:
                 bg = background64(scene.background, int(rng.integers(SEEDS)))
                 lo = np.concatenate([squeeze_background(bg), np.ones((CANVAS, CANVAS, 1))], -1)
