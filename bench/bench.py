@@ -188,7 +188,9 @@ def section_memory(tmp: Path, short: float, long: float) -> dict:
 
 
 def section_seams(smoke: bool) -> dict:
-    from engine.evaluate import Run, _Collect, _spec
+    from dataclasses import replace
+
+    from engine.evaluate import FrameCollector, Run, eval_spec
     from stitcher.quality import seam_ratio
     from stitcher.stitch import Stitcher
 
@@ -197,9 +199,9 @@ def section_seams(smoke: bool) -> dict:
     print(f"\n## Seams ({model}): seam ratio = max frame difference in the blend window / "
           "local median" + (" (oracle segments agree exactly, so every other one is shifted "
                             "1 px and 1 level brighter)" if oracle else ""))
-    spec = _spec("a red circle orbiting on a day background", 10 if smoke else 30, model, 0,
+    spec = eval_spec("a red circle orbiting on a day background", 10 if smoke else 30, model, 0,
                  size=256, fps=30)
-    spec = type(spec)(**{**spec.__dict__, "overlap": 16})
+    spec = replace(spec, overlap=16)
     run = Run(spec)
     segments = []
     try:
@@ -216,7 +218,7 @@ def section_seams(smoke: bool) -> dict:
     boundaries = [round(timeline.segment(k).t0 * spec.fps) for k in range(1, timeline.num_segments)]
     out = {}
     for blend in ("flow", "crossfade", "cut"):
-        sink = _Collect()
+        sink = FrameCollector()
         stitcher = Stitcher([sink], blend=blend)
         for seg in segments:
             stitcher.add(*seg)

@@ -54,7 +54,7 @@ class EvalConfig:
         return 600.0 if self.quick else 3600.0
 
 
-class _Collect:
+class FrameCollector:
     """An in-memory sink for the stitcher."""
 
     def __init__(self) -> None:
@@ -88,8 +88,8 @@ class Probe:
                 [SHAPES[i] for i in shape.argmax(1).tolist()])
 
 
-def _spec(prompt: str | PromptSchedule, seconds: float, model: str, seed: int, size: int = 128,
-          fps: int = 15, image: Path | None = None) -> JobSpec:
+def eval_spec(prompt: str | PromptSchedule, seconds: float, model: str, seed: int, size: int = 128,
+              fps: int = 15, image: Path | None = None) -> JobSpec:
     schedule = prompt if isinstance(prompt, PromptSchedule) else PromptSchedule.single(prompt)
     return JobSpec(schedule=schedule, duration=seconds, fps=fps, width=size, height=size,
                    seed=seed, model=model, image=image, overlap=8)
@@ -137,7 +137,7 @@ def adherence(model: str, probe: Probe, cfg: EvalConfig) -> dict:
     hits = {"color": [], "shape": []}
     for n, prompt in enumerate(held_out_prompts(cfg.quick)):
         scene = parse_prompt(prompt)
-        run = Run(_spec(prompt, 10.0, model, cfg.seed + n))
+        run = Run(eval_spec(prompt, 10.0, model, cfg.seed + n))
         try:
             pictures = []
             for k in range(run.timeline.num_segments):
@@ -168,7 +168,7 @@ def image_psnr(model: str, cfg: EvalConfig) -> dict:
             draw_subject(reference, scene, state)
             path = Path(folder) / f"ref{n}.png"
             cv2.imwrite(str(path), reference[..., ::-1])
-            run = Run(_spec(prompt, 1.0, model, cfg.seed + n, image=path))
+            run = Run(eval_spec(prompt, 1.0, model, cfg.seed + n, image=path))
             try:
                 first = run.keys(0).keyframes[0].image
             finally:
@@ -224,7 +224,7 @@ def beat_sync(model: str, cfg: EvalConfig) -> dict:
             blocks = np.array_split(envelope, max(1, total // (fps // 2)))
             mixed = np.concatenate([blocks[i] for i in rng.permutation(len(blocks))])
             for env, out in ((envelope, real), (mixed, shuffled)):
-                spec = _spec(prompt, seconds, model, cfg.seed + n, fps=fps)
+                spec = eval_spec(prompt, seconds, model, cfg.seed + n, fps=fps)
                 run = Run(spec, BeatTrack.from_envelope(env, fps))
                 try:
                     frames = _stitched(run)
@@ -237,7 +237,7 @@ def beat_sync(model: str, cfg: EvalConfig) -> dict:
 
 def _stitched(run: Run) -> np.ndarray:
     """All segments of a run, blended at the boundaries exactly as lvp render does."""
-    sink = _Collect()
+    sink = FrameCollector()
     stitcher = Stitcher([sink], blend="flow")
     timeline = run.timeline
     for k in range(timeline.num_segments):
@@ -256,7 +256,7 @@ def consistency(model: str, probe: Probe, cfg: EvalConfig, log: Callable[[str], 
         hits = []
         for n, prompt in enumerate(prompts):
             scene = parse_prompt(prompt)
-            run = Run(_spec(prompt, cfg.long_seconds, model, cfg.seed + n), use_memory=use_memory)
+            run = Run(eval_spec(prompt, cfg.long_seconds, model, cfg.seed + n), use_memory=use_memory)
             pictures = []
             start = time.perf_counter()
             try:
@@ -273,7 +273,8 @@ def consistency(model: str, probe: Probe, cfg: EvalConfig, log: Callable[[str], 
 
 
 def seams_and_flicker(model: str, cfg: EvalConfig) -> dict:
-    spec = _spec("a white square orbiting on a sunset background", 20.0, model, cfg.seed, size=256, fps=30)
+    spec = eval_spec("a white square orbiting on a sunset background", 20.0, model, cfg.seed,
+                     size=256, fps=30)
     run = Run(spec)
     try:
         frames = _stitched(run)

@@ -417,7 +417,7 @@ class HLSSink(_SinkBase):
         write_atomic(self.playlist_path, self._playlist.render(ended=ended))
 
 
-class SharedEncoderSink:
+class SharedEncoderSink(_SinkBase):
     """MP4 and HLS from one x264 encoder: each frame is encoded once and muxed twice.
 
     The GOP is the HLS segment length (every segment must start with an IDR); the MP4 cuts a
@@ -428,8 +428,7 @@ class SharedEncoderSink:
                  width: int, height: int, audio: AudioInput | None = None,
                  segment_seconds: float = 2.0, crf: int = 23, preset: str = "veryfast",
                  threads: int = 2) -> None:
-        _check_geometry(fps, width, height)
-        self.width, self.height, self.fps = width, height, int(fps)
+        super().__init__(fps, width, height)
         keyint = max(1, round(segment_seconds * fps))
         self._muxers: list[_SinkBase] = []
         try:
@@ -441,19 +440,9 @@ class SharedEncoderSink:
             for muxer in self._muxers:
                 muxer.close()
             raise
-        self._encoder = _standalone_x264(fps, width, height, crf, preset, keyint, threads)
-        self.frames_written = 0
-        self._closed = False
+        self._video = _standalone_x264(fps, width, height, crf, preset, keyint, threads)
 
-    def write(self, frames: np.ndarray) -> None:
-        if self._closed:
-            raise RuntimeError("SharedEncoderSink is closed")
-        for rgb in _check_frames(frames, self.width, self.height):
-            frame = _rgb_frame(rgb, self.frames_written, Fraction(1, self.fps))
-            self.frames_written += 1
-            self._fan_out(self._encoder.encode(frame))
-
-    def _fan_out(self, packets: list[av.Packet]) -> None:
+    def _mux_video(self, packets: list[av.Packet]) -> None:
         for muxer in self._muxers:
             muxer._mux_video([_copy_packet(p) for p in packets])
 
@@ -462,7 +451,7 @@ class SharedEncoderSink:
             return
         self._closed = True
         try:
-            self._fan_out(self._encoder.encode(None))
+            self._mux_video(self._video.encode(None))
         finally:
             errors = []
             for muxer in self._muxers:
@@ -472,9 +461,3 @@ class SharedEncoderSink:
                     errors.append(exc)
             if errors:
                 raise errors[0]
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

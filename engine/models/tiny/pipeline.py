@@ -12,7 +12,6 @@ then per frame only cross-fade two backgrounds and warp one sprite: a few millis
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -231,6 +230,14 @@ class SegmentModel:
     def __init__(self) -> None:
         self.model = load_model()
 
+    def _interval_condition(self, target: Keyframe) -> torch.Tensor:
+        """One condition per interval: the prompt and audio window of the keyframe it leads to."""
+        window = np.asarray(target.state.get("audio", np.zeros(AUDIO_WINDOW)), np.float32)
+        with torch.inference_mode():
+            return self.model.condition(torch.from_numpy(tokenize(target.prompt)[None]), None,
+                                        torch.zeros(1, dtype=torch.bool),
+                                        torch.from_numpy(window[None]))[0]
+
     def render(
         self, plan: SegmentPlan, keyframes: Sequence[Keyframe], memory: MemoryView
     ) -> np.ndarray:
@@ -248,51 +255,43 @@ class SegmentModel:
         poses = [pose_of(k) for k in keyframes]
         times = np.array([k.t for k in keyframes])
         frame_times = plan.frame_times()
-        last = len(keyframes) - 2
-        index = np.clip(np.searchsorted(times, frame_times, side="right") - 1, 0, max(last, 0))
+        # Every frame's interval a -> b (b = a at a single-keyframe segment), u in seconds
+        # since keyframe a (the models were trained on keyframes 1 s apart; only a video's
+        # last keyframe can be closer), and w, its position inside the interval in [0, 1].
+        n = len(keyframes)
+        a_of = np.clip(np.searchsorted(times, frame_times, side="right") - 1, 0, max(n - 2, 0))
+        b_of = np.minimum(a_of + 1, n - 1)
+        u_of = frame_times - times[a_of]
+        span = np.maximum(times[b_of] - times[a_of], 1e-6)
+        w_of = np.where(b_of != a_of, np.clip(u_of / span, 0.0, 1.0), 0.0)
 
-        # Interval a -> a+1 for every frame; u is in seconds since keyframe a (the models were
-        # trained on keyframes 1 s apart; only a video's last keyframe can be closer).
-        span = [max(times[min(a + 1, last + 1)] - times[a], 1e-6) for a in range(len(keyframes))]
         features, conds = [], []
         cond_cache: dict[int, torch.Tensor] = {}
-        for i, t in enumerate(frame_times):
-            a = int(index[i])
-            b = min(a + 1, len(keyframes) - 1)
-            u = float(t - times[a])
+        for i, (a, b, u) in enumerate(zip(a_of.tolist(), b_of.tolist(), u_of.tolist(), strict=True)):
             prev_pose = poses[a - 1] if a >= 1 else np.zeros(5, np.float32)
-            next_pose = poses[b + 1] if b + 1 < len(poses) else np.zeros(5, np.float32)
+            next_pose = poses[b + 1] if b + 1 < n else np.zeros(5, np.float32)
             phase_a = keyframes[a].state.get("phase", 0.0)
             phase_b = keyframes[b].state.get("phase", 0.0)
             features.append(trajectory_features(
-                poses[a], poses[b], prev_pose, next_pose, a >= 1, b + 1 < len(poses),
+                poses[a], poses[b], prev_pose, next_pose, a >= 1, b + 1 < n,
                 min(max(u, -0.3), 1.3),  # the range the trajectory model was trained on
                 float(plan.beat_energy[i]), float(plan.beat_phase[i]) - phase_a, phase_b - phase_a))
             if a not in cond_cache:
-                # One condition per interval: the prompt of the keyframe it leads to.
-                target = keyframes[b]
-                window = np.asarray(target.state.get("audio", np.zeros(AUDIO_WINDOW)), np.float32)
-                with torch.inference_mode():
-                    cond_cache[a] = self.model.condition(
-                        torch.from_numpy(tokenize(target.prompt)[None]), None,
-                        torch.zeros(1, dtype=torch.bool), torch.from_numpy(window[None]))[0]
+                cond_cache[a] = self._interval_condition(keyframes[b])
             conds.append(cond_cache[a])
         with torch.inference_mode():
             residual = model.trajectory(torch.from_numpy(np.stack(features)), torch.stack(conds)).numpy()
         residual /= np.array(TRAJ_SPREAD, np.float32)
+        # Keyframe poses are exact: fade the learned correction out towards both ends of the
+        # interval, so the pose does not jump where one interval hands over to the next.
+        residual *= np.sin(np.pi * w_of)[:, None]
 
         frames = np.empty((plan.num_frames, height, width, 3), np.uint8)
-        for i, t in enumerate(frame_times):
-            a = int(index[i])
-            b = min(a + 1, len(keyframes) - 1)
-            u = float(t - times[a])
+        for i, (a, b, u, w) in enumerate(zip(a_of.tolist(), b_of.tolist(), u_of.tolist(),
+                                             w_of.tolist(), strict=True)):
             base = trajectory_baseline(poses[a], poses[b], u)
-            # Keyframe poses are exact: fade the learned correction out towards both ends of
-            # the interval, so the pose does not jump where one interval hands over to the next.
-            r = residual[i] * math.sin(math.pi * min(max(u / span[a], 0.0), 1.0)) if b != a \
-                else residual[i] * 0.0
+            r = residual[i]
             pose = Pose(base[0] + r[0], base[1] + r[1], max(base[2] + r[2], 0.2), base[3] + r[3])
-            w = min(max(u / span[a], 0.0), 1.0) if b != a else 0.0
             mix = full_bg[a] if w == 0.0 else cv2.addWeighted(full_bg[a], 1 - w, full_bg[b], w, 0.0)
             bg = np.minimum(mix + threshold, 255.0).astype(np.uint8)
             # Cross-fade the two keyframes' sprites in premultiplied space (mixes linearly).

@@ -18,7 +18,6 @@ import json
 import math
 import os
 import platform
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,6 +197,3 @@ def train(cfg: TrainConfig, out: Path, command: str, log=print) -> dict:
     save_weights(ema, out, manifest(final=True))
     return manifest(final=True)
 
-
-def main_args(argv: list[str] | None = None) -> str:
-    return " ".join(["lvp", "train", *(sys.argv[2:] if argv is None else argv)])
