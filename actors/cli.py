@@ -91,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     eng = r.add_argument_group("engine")
     eng.add_argument("--model", default=DEFAULT_BACKEND,
-                     help=f"backend: {', '.join(BACKENDS)} (default: {DEFAULT_BACKEND}: the world "
-                          "simulator; tiny: the bundled learned model, see README)")
+                     help=f"backend: {', '.join(BACKENDS)} (default: {DEFAULT_BACKEND}: the bundled "
+                          "learned model; procedural: the world simulator it was trained on, "
+                          "exactly what the prompt says; or an installed plug-in)")
     eng.add_argument("--workers", type=int, default=2,
                      help="segment actors rendering in parallel (default: 2)")
     eng.add_argument("--gpus-per-worker", type=float, default=0.0,

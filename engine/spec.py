@@ -28,7 +28,7 @@ class JobSpec:
     overlap: int = 16  # frames rendered by both neighbours at each boundary
     workers: int = 2
     gpus_per_worker: float = 0.0  # for GPU backends on a cluster; the bundled model needs none
-    model: str = "procedural"  # engine.models.base.DEFAULT_BACKEND
+    model: str = "tiny"  # engine.models.base.DEFAULT_BACKEND (a test keeps them equal)
     image: Path | None = None
     audio: Path | None = None
     audio_mode: str = "loop"

@@ -84,3 +84,13 @@ def test_unknown_words_warn_but_render_would_proceed(tmp_path):
     proc, _ = run_lvp("render", "--prompt", "a glittering red circle", "--duration", "5",
                       "--fps", "99", "--out", str(tmp_path / "o.mp4"))
     assert proc.returncode == 2 and "--fps" in proc.stderr
+
+
+def test_the_bundled_model_is_the_default():
+    from engine.models.base import DEFAULT_BACKEND
+    from engine.spec import JobSpec
+
+    assert DEFAULT_BACKEND == "tiny"
+    assert JobSpec.__dataclass_fields__["model"].default == DEFAULT_BACKEND
+    proc, _ = run_lvp("render", "--help")
+    assert "default: tiny" in " ".join(proc.stdout.split())

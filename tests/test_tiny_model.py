@@ -35,7 +35,7 @@ from engine.models.tiny.modules import (
 )
 from engine.models.tiny.tokenizer import CLS, MAX_TOKENS, PAD, VOCAB_SIZE, tokenize
 from engine.models.tiny.train import TrainConfig, losses
-from engine.prompt import parse_prompt
+from engine.prompt import SHAPES, parse_prompt
 from engine.timeline import AUDIO_WINDOW
 from engine.world import BeatSample, background, draw_subject, subject_state
 
@@ -108,9 +108,11 @@ def test_every_module_has_the_documented_shapes():
     assert img_tokens.shape == (b, 16, d) and pose.shape == (b, 3)
     audio_tokens, _ = model.audio(torch.rand(b, AUDIO_WINDOW))
     assert audio_tokens.shape == (b, 8, d)
-    cond = model.condition(ids, image, torch.tensor([True, False, True]), torch.rand(b, AUDIO_WINDOW))
-    assert cond.shape == (b, d)
-    v = model.canvas(torch.randn(b, CANVAS_CHANNELS, 32, 32), torch.rand(b), cond,
+    cond, fused, pad = model.condition_tokens(ids, image, torch.tensor([True, False, True]),
+                                              torch.rand(b, AUDIO_WINDOW))
+    assert cond.shape == (b, d) and fused.shape == (b, MAX_TOKENS, d) and pad.shape == (b, MAX_TOKENS)
+    assert model.attributes(cond).shape == (b, 9 + 4)
+    v = model.canvas(torch.randn(b, CANVAS_CHANNELS, 32, 32), torch.rand(b), cond, fused, pad,
                      torch.randn(b, COND_CHANNELS, 32, 32), torch.zeros(b, 3))
     assert v.shape == (b, CANVAS_CHANNELS, 32, 32)
     assert model.pose(torch.randn(b, 5), torch.rand(b), cond, torch.zeros(b, HISTORY * 6),
@@ -130,9 +132,9 @@ def test_seeded_outputs_are_reproducible_and_seed_dependent():
         x = torch.randn(1, CANVAS_CHANNELS, 32, 32, generator=gen)
         ctx = torch.randn(1, COND_CHANNELS, 32, 32, generator=gen)
         with torch.inference_mode():
-            cond = model.condition(torch.from_numpy(tokenize("a red star")[None]), None,
-                                   torch.zeros(1, dtype=torch.bool), torch.zeros(1, AUDIO_WINDOW))
-            return model.canvas(x, torch.tensor([0.5]), cond, ctx, torch.ones(1, 3))[0, :, 10, 10]
+            cond = model.condition_tokens(torch.from_numpy(tokenize("a red star")[None]), None,
+                                          torch.zeros(1, dtype=torch.bool), torch.zeros(1, AUDIO_WINDOW))
+            return model.canvas(x, torch.tensor([0.5]), *cond, ctx, torch.ones(1, 3))[0, :, 10, 10]
 
     assert torch.equal(canvas_slice(0), canvas_slice(0))
     assert not torch.allclose(canvas_slice(0), canvas_slice(1))
@@ -218,3 +220,26 @@ def test_shipped_weights_follow_the_reference_image(tmp_path):
     first = stage.run_segment(0).keyframes[0].image
     target = (squeeze_background(picture, 64) * 255).round().astype(np.uint8)
     assert psnr(first, target) > 20
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_shipped_weights_draw_the_prompts_shape_on_unseen_pairs(tmp_path, seed):
+    """The first keyframe's sprite layer matches the prompt's shape, for color-shape pairs the
+    model never saw (the sprite's alpha is compared with the world's four shapes)."""
+    from engine.schedule import PromptSchedule
+    from engine.spec import JobSpec
+    from engine.stages import KeyframeStage
+    from engine.timeline import BeatTrack, Timeline
+    from memory.replay import ReplayMemory
+
+    templates = {s: sprite(parse_prompt(f"a white {s}"), 0.0)[..., 3] for s in SHAPES}
+    drawn = []
+    for i, (color, shape) in enumerate(HELD_OUT):
+        spec = JobSpec(schedule=PromptSchedule.single(f"a {color} {shape} resting at sunset"),
+                       duration=1.0, fps=10, width=64, height=64, seed=seed, model="tiny")
+        stage = KeyframeStage(Timeline(spec, BeatTrack.metronome(10, 10)), "tiny",
+                              ReplayMemory(tmp_path / f"m{i}"))
+        alpha = (stage.run_segment(0).keyframes[0].latent[6].astype(np.float32) + 1) / 2
+        errors = {s: np.abs(alpha - t).mean() for s, t in templates.items()}
+        drawn.append(min(errors, key=errors.get))
+    assert drawn == [shape for _, shape in HELD_OUT]

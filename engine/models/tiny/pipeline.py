@@ -12,6 +12,7 @@ then per frame only cross-fade two backgrounds and warp one sprite: a few millis
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -47,6 +48,9 @@ from engine.timeline import AUDIO_WINDOW, KeyframePlan, SegmentPlan
 SAMPLING_STEPS = 8
 GUIDANCE = 4.0
 CONTEXT_NOISE = 0.1  # within the range of the training augmentation (0 to 0.25)
+# Poses are sampled from narrowed noise: the world's motion is nearly determined by the last
+# poses, and full-width samples spaced keyframes unevenly (the speed jumped every second).
+POSE_TEMPERATURE = 0.5
 CONTINUE_FROM = 0.75  # flow time a continuing keyframe starts at (0: pure noise, 1: a copy)
 
 
@@ -99,14 +103,19 @@ class KeyframeModel:
     def __init__(self) -> None:
         self.model = load_model()
         self._reference: tuple[np.ndarray, dict] | None = None
+        self._text: tuple[str, tuple[torch.Tensor, ...]] | None = None
 
-    def _condition(self, prompt: str, plan: KeyframePlan, image: dict | None) -> torch.Tensor:
-        ids = torch.from_numpy(np.stack([tokenize(prompt), tokenize("")]))
+    def _condition(self, prompt: str, plan: KeyframePlan, image: dict | None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self._text is None or self._text[0] != prompt:  # encode each prompt once
+            ids = torch.from_numpy(np.stack([tokenize(prompt), tokenize("")]))
+            self._text = (prompt, self.model.text(ids))
         window = plan.audio_window if plan.audio_window is not None else np.zeros(AUDIO_WINDOW, np.float32)
         env = torch.from_numpy(np.repeat(window[None], 2, axis=0))
         has = torch.tensor([image is not None] * 2)
-        picture = image["tensor"].expand(2, -1, -1, -1) if image else None
-        return self.model.condition(ids, picture, has, env)  # [2, D]: prompt, unconditional
+        picture = image["tokens"].expand(2, -1, -1) if image else None
+        # [2, ...]: the prompt, then the unconditional (empty prompt) for guidance
+        return self.model.fuse(self._text[1], picture, has, env)
 
     def _image(self, reference: np.ndarray | None) -> dict | None:
         """Encode the reference picture once: its tensor, the subject's pose, the canvas slot."""
@@ -114,12 +123,12 @@ class KeyframeModel:
             return None
         if self._reference is not None and self._reference[0] is reference:
             return self._reference[1]
-        tensor = _chw(reference)
         with torch.inference_mode():
-            x, y, scale = self.model.image(tensor)[2][0].tolist()
+            tokens, _, subject = self.model.image(_chw(reference))
+        x, y, scale = subject[0].tolist()
         pose = Pose(x, y, max(scale, 0.2), 0.0)
         slot = np.concatenate([squeeze_background(reference), crop_sprite(reference, pose)], -1)
-        info = {"tensor": tensor, "pose": pose,
+        info = {"tokens": tokens, "pose": pose,
                 "slot": torch.from_numpy(slot.transpose(2, 0, 1).astype(np.float32) * 2 - 1)}
         self._reference = (reference, info)
         return info
@@ -143,8 +152,8 @@ class KeyframeModel:
                 hist[HISTORY - 1 - j] = [*pose_of(k), 1.0]
             beat = [plan.beat_energy, plan.beat_phase - phase_before if history else 0.0]
             # The pose model was trained on prompt + audio only (no image tokens).
-            pose_cond = self._condition(plan.prompt, plan, None)[:1] if image else cond[:1]
-            z = torch.randn((1, 5), generator=gen)
+            pose_cond = self._condition(plan.prompt, plan, None)[0][:1] if image else cond[0][:1]
+            z = POSE_TEMPERATURE * torch.randn((1, 5), generator=gen)
             for i in range(SAMPLING_STEPS):
                 tau = torch.full((1,), i / SAMPLING_STEPS)
                 z = z + model.pose(z, tau, pose_cond, torch.from_numpy(hist.reshape(1, -1)),
@@ -174,14 +183,18 @@ class KeyframeModel:
         # Continuing a prompt, sampling starts part-way along the flow from the identity
         # (the memory's anchor, else the previous canvas) instead of from pure noise
         # (SDEdit): the model redraws the keyframe but keeps the scene it already showed.
-        noise = torch.randn((1, CANVAS_CHANNELS, CANVAS, CANVAS), generator=gen)
+        # The canvas noise is drawn once per prompt, not per keyframe: the world's backdrops
+        # stand still, and fresh noise each second redrew the backdrop a little differently
+        # every keyframe (a once-a-second shimmer that also showed as seams).
+        prompt_gen = _generator(plan.seed, 3, zlib.crc32(plan.prompt.encode()))
+        noise = torch.randn((1, CANVAS_CHANNELS, CANVAS, CANVAS), generator=prompt_gen)
         start = anchor if anchor is not None and not changed else prev if not changed else None
         tau0 = CONTINUE_FROM if start is not None else 0.0
         x = noise if start is None else (1 - tau0) * noise + tau0 * start[None]
         steps = max(1, round(SAMPLING_STEPS * (1 - tau0)))
         for i in range(steps):
             tau = torch.full((2,), tau0 + (1 - tau0) * i / steps)
-            v = model.canvas(x.expand(2, -1, -1, -1), tau, cond, context, flags)
+            v = model.canvas(x.expand(2, -1, -1, -1), tau, *cond, context, flags)
             x = x + (v[1:] + GUIDANCE * (v[:1] - v[1:])) * (1 - tau0) / steps
         canvas = x[0].clamp(-1, 1).numpy()
 
@@ -192,7 +205,7 @@ class KeyframeModel:
         picture = composite(bg, sprites[0], pose)
         window = plan.audio_window if plan.audio_window is not None else np.zeros(AUDIO_WINDOW)
         state = {"x": pose.x, "y": pose.y, "scale": pose.scale, "angle": pose.angle,
-                 "phase": float(plan.beat_phase),
+                 "phase": float(plan.beat_phase), "energy": float(plan.beat_energy),
                  # Stage 2 conditions on the same audio window; its segment's own slice of the
                  # beat track does not reach 1 s back.
                  "audio": [round(float(v), 4) for v in window]}
@@ -265,26 +278,42 @@ class SegmentModel:
         span = np.maximum(times[b_of] - times[a_of], 1e-6)
         w_of = np.where(b_of != a_of, np.clip(u_of / span, 0.0, 1.0), 0.0)
 
-        features, conds = [], []
+        def features(a: int, b: int, u: float, energy: float, phase: float) -> np.ndarray:
+            state_a, state_b = keyframes[a].state, keyframes[b].state
+            return trajectory_features(
+                poses[a], poses[b], poses[a - 1] if a >= 1 else np.zeros(5, np.float32),
+                poses[b + 1] if b + 1 < n else np.zeros(5, np.float32), a >= 1, b + 1 < n,
+                min(max(u, -0.3), 1.3),  # the range the trajectory model was trained on
+                energy, phase - state_a.get("phase", 0.0),
+                state_b.get("phase", 0.0) - state_a.get("phase", 0.0))
+
+        rows, conds = [], []
         cond_cache: dict[int, torch.Tensor] = {}
         for i, (a, b, u) in enumerate(zip(a_of.tolist(), b_of.tolist(), u_of.tolist(), strict=True)):
-            prev_pose = poses[a - 1] if a >= 1 else np.zeros(5, np.float32)
-            next_pose = poses[b + 1] if b + 1 < n else np.zeros(5, np.float32)
-            phase_a = keyframes[a].state.get("phase", 0.0)
-            phase_b = keyframes[b].state.get("phase", 0.0)
-            features.append(trajectory_features(
-                poses[a], poses[b], prev_pose, next_pose, a >= 1, b + 1 < n,
-                min(max(u, -0.3), 1.3),  # the range the trajectory model was trained on
-                float(plan.beat_energy[i]), float(plan.beat_phase[i]) - phase_a, phase_b - phase_a))
+            rows.append(features(a, b, u, float(plan.beat_energy[i]), float(plan.beat_phase[i])))
             if a not in cond_cache:
                 cond_cache[a] = self._interval_condition(keyframes[b])
             conds.append(cond_cache[a])
+        # The same network at both ends of every interval used: what it adds at the keyframes.
+        intervals = sorted(cond_cache)
+        for a in intervals:
+            b = min(a + 1, n - 1)
+            for k in (a, b):
+                rows.append(features(a, b, float(times[k] - times[a]),
+                                     float(keyframes[k].state.get("energy", 0.0)),
+                                     float(keyframes[k].state.get("phase", 0.0))))
+                conds.append(cond_cache[a])
         with torch.inference_mode():
-            residual = model.trajectory(torch.from_numpy(np.stack(features)), torch.stack(conds)).numpy()
-        residual /= np.array(TRAJ_SPREAD, np.float32)
-        # Keyframe poses are exact: fade the learned correction out towards both ends of the
-        # interval, so the pose does not jump where one interval hands over to the next.
-        residual *= np.sin(np.pi * w_of)[:, None]
+            out = model.trajectory(torch.from_numpy(np.stack(rows)), torch.stack(conds)).numpy()
+        out /= np.array(TRAJ_SPREAD, np.float32)
+        residual = out[:plan.num_frames]
+        ends = out[plan.num_frames:].reshape(len(intervals), 2, 4)
+        # Keyframe poses are exact: subtract the straight line between what the network adds at
+        # the interval's two keyframes. The correction's slope survives (unlike fading it out),
+        # so the subject keeps its speed through a keyframe instead of turning along a chord.
+        at = np.searchsorted(intervals, a_of)
+        residual -= (1 - w_of)[:, None] * ends[at, 0] + w_of[:, None] * ends[at, 1]
+        residual[b_of == a_of] = 0.0  # a single keyframe: hold its pose
 
         frames = np.empty((plan.num_frames, height, width, 3), np.uint8)
         for i, (a, b, u, w) in enumerate(zip(a_of.tolist(), b_of.tolist(), u_of.tolist(),

@@ -28,9 +28,12 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from engine.models.tiny.data import BatchMaker
-from engine.models.tiny.modules import TRAJ_SPREAD, TinyVideoModel, normalise_pose
+from engine.models.tiny.modules import NUM_COLORS, TRAJ_SPREAD, TinyVideoModel, normalise_pose
 
 CONTRASTIVE_TEMPERATURE = 0.1
+# Per canvas channel (background RGB, sprite RGB, alpha): the background's texture is
+# seed-random and unpredictable from the prompt; the sprite is what the prompt decides.
+CANVAS_LOSS_WEIGHTS = (1.0, 1.0, 1.0, 3.0, 3.0, 3.0, 3.0)
 
 
 @dataclass(frozen=True)
@@ -94,9 +97,14 @@ def losses(model: TinyVideoModel, batches: dict[str, dict[str, np.ndarray]],
 
     b = _t(batches["canvas"])
     has_image = b["flags"][:, 2] > 0.5
-    cond = model.condition(b["ids"], b["image"], has_image, b["envelope"])
+    cond, tokens, pad = model.condition_tokens(b["ids"], b["image"], has_image, b["envelope"])
     xt, tau, velocity = flow_pair(b["target"], gen)
-    out["canvas"] = F.mse_loss(model.canvas(xt, tau, cond, b["context"], b["flags"]), velocity)
+    error = (model.canvas(xt, tau, cond, tokens, pad, b["context"], b["flags"]) - velocity) ** 2
+    out["canvas"] = (error.mean((0, 2, 3)) * error.new_tensor(CANVAS_LOSS_WEIGHTS)).sum() / sum(
+        CANVAS_LOSS_WEIGHTS)
+    named = model.attributes(cond)
+    out["attributes"] = 0.2 * (F.cross_entropy(named[:, :NUM_COLORS], b["attributes"][:, 0])
+                               + F.cross_entropy(named[:, NUM_COLORS:], b["attributes"][:, 1]))
 
     b = _t(batches["pose"])
     cond = model.condition(b["ids"], None, torch.zeros(len(b["ids"]), dtype=torch.bool), b["envelope"])
