@@ -16,5 +16,6 @@ def test_bench_smoke(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads(out.read_text())
     assert results["schedule"]["parallel"]["frames"] == results["schedule"]["chain"]["frames"] > 0
-    assert set(results["seams"]) == {"flow", "crossfade", "cut"}
+    assert set(results["seams"]) == {"as_rendered", "disagreeing"}
+    assert set(results["seams"]["disagreeing"]) == {"flow", "crossfade", "cut"}
     assert "Seams" in proc.stdout and "Schedule" in proc.stdout

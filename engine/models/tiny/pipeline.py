@@ -47,6 +47,10 @@ from engine.timeline import AUDIO_WINDOW, KeyframePlan, SegmentPlan
 
 SAMPLING_STEPS = 8
 GUIDANCE = 4.0
+# With a reference image the picture already says what to draw: guidance toward the prompt
+# pulls the canvas to the prompt's average look (measured: first keyframe vs image 22.6 dB at
+# 4.0, 25.1 dB at 1.0, `lvp eval`).
+IMAGE_GUIDANCE = 1.0
 CONTEXT_NOISE = 0.1  # within the range of the training augmentation (0 to 0.25)
 # Poses are sampled from narrowed noise: the world's motion is nearly determined by the last
 # poses, and full-width samples spaced keyframes unevenly (the speed jumped every second).
@@ -192,10 +196,11 @@ class KeyframeModel:
         tau0 = CONTINUE_FROM if start is not None else 0.0
         x = noise if start is None else (1 - tau0) * noise + tau0 * start[None]
         steps = max(1, round(SAMPLING_STEPS * (1 - tau0)))
+        guidance = IMAGE_GUIDANCE if image is not None else GUIDANCE
         for i in range(steps):
             tau = torch.full((2,), tau0 + (1 - tau0) * i / steps)
             v = model.canvas(x.expand(2, -1, -1, -1), tau, *cond, context, flags)
-            x = x + (v[1:] + GUIDANCE * (v[:1] - v[1:])) * (1 - tau0) / steps
+            x = x + (v[1:] + guidance * (v[:1] - v[1:])) * (1 - tau0) / steps
         canvas = x[0].clamp(-1, 1).numpy()
 
         backgrounds, sprites = upsample_layers(model, canvas[None])
