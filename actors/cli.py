@@ -44,6 +44,13 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def default_workers() -> int:
+    """One segment actor per core beyond the first (1 to 8). On 2 cores with the bundled
+    model a second worker is no faster (bench/bench.py, 120 s of video: 2 workers took
+    1.04x and 1.42x the time of 1 in two runs): Stage 1 and the stitcher keep a core busy."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="lvp", description="Long-video streaming generation.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -94,8 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"backend: {', '.join(BACKENDS)} (default: {DEFAULT_BACKEND}: the bundled "
                           "learned model; procedural: the world simulator it was trained on, "
                           "exactly what the prompt says; or an installed plug-in)")
-    eng.add_argument("--workers", type=int, default=2,
-                     help="segment actors rendering in parallel (default: 2)")
+    eng.add_argument("--workers", type=int, default=default_workers(),
+                     help="segment actors rendering in parallel (default: one per CPU core "
+                          f"beyond the first, 1 to 8: {default_workers()} here; the keyframe "
+                          "and stitcher actors need a core too)")
     eng.add_argument("--gpus-per-worker", type=float, default=0.0,
                      help="GPUs each segment actor reserves on the cluster, for GPU backends "
                           "(default: 0)")

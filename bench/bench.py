@@ -161,11 +161,11 @@ def section_blend_cost(smoke: bool) -> dict:
 
 
 def section_presets(tmp: Path, seconds: float) -> dict:
-    print(f"\n## Presets: {seconds:g} s of video, 2 workers, MP4 only")
+    print(f"\n## Presets: {seconds:g} s of video, default workers, MP4 only")
     print(f"{'preset':<8}{'size':>10}{'fps':>5}{'wall s':>9}{'real-time factor':>18}")
     out = {}
     for preset in ("draft", "live", "hq"):
-        r = render(tmp, f"preset_{preset}", seconds, "--preset", preset, "--workers", "2")
+        r = render(tmp, f"preset_{preset}", seconds, "--preset", preset)
         out[preset] = _keep(r)
         size = "x".join(map(str, r["size"]))
         print(f"{preset:<8}{size:>10}{r['fps']:>5}{r['wall_seconds']:>9.2f}{r['realtime_factor']:>18.2f}")
