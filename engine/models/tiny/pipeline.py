@@ -122,7 +122,7 @@ class KeyframeModel:
         return self.model.fuse(self._text[1], picture, has, env)
 
     def _image(self, reference: np.ndarray | None) -> dict | None:
-        """Encode the reference picture once: its tensor, the subject's pose, the canvas slot."""
+        """Encode the reference picture once: its tokens, the subject's pose, the canvas slot."""
         if reference is None:
             return None
         if self._reference is not None and self._reference[0] is reference:
