@@ -101,9 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"backend: {', '.join(BACKENDS)} (default: {DEFAULT_BACKEND}: the bundled "
                           "learned model; procedural: the world simulator it was trained on, "
                           "exactly what the prompt says; or an installed plug-in)")
-    eng.add_argument("--workers", type=int, default=default_workers(),
+    workers = default_workers()
+    eng.add_argument("--workers", type=int, default=workers,
                      help="segment actors rendering in parallel (default: one per CPU core "
-                          f"beyond the first, 1 to 8: {default_workers()} here; the keyframe "
+                          f"beyond the first, 1 to 8: {workers} here; the keyframe "
                           "and stitcher actors need a core too)")
     eng.add_argument("--gpus-per-worker", type=float, default=0.0,
                      help="GPUs each segment actor reserves on the cluster, for GPU backends "

@@ -221,14 +221,15 @@ def section_seams(smoke: bool) -> dict:
             return frames
         return np.clip(np.roll(frames, 1, axis=2).astype(np.int16) + 1, 0, 255).astype(np.uint8)
 
+    shifted = [(k, start, disagree(k, frames), tail) for k, start, frames, tail in segments]
     out: dict = {}
-    for label, perturb in (("as rendered", False), ("disagreeing", True)):
+    for label, variant in (("as rendered", segments), ("disagreeing", shifted)):
         ratios = {}
         for blend in ("flow", "crossfade", "cut"):
             sink = FrameCollector()
             stitcher = Stitcher([sink], blend=blend)
-            for k, start, frames, tail in segments:
-                stitcher.add(k, start, disagree(k, frames) if perturb else frames, tail)
+            for seg in variant:
+                stitcher.add(*seg)
             stitcher.close()
             ratios[blend] = seam_ratio(np.concatenate(sink.chunks), boundaries, spec.overlap, spec.fps)
         print(f"{label:<22}" + "  ".join(f"{b} {r:.2f}" for b, r in ratios.items()))

@@ -263,13 +263,6 @@ class SegmentModel:
             raise ValueError("the tiny segment model needs keyframes made by the tiny keyframe model")
         model = self.model
         width, height = plan.width, plan.height
-        backgrounds, sprites = upsample_layers(model, np.stack([k.latent for k in keyframes]))
-        full_bg = [np.clip(cv2.resize(b, (width, height), interpolation=cv2.INTER_CUBIC) * 255.0,
-                           0, 255).astype(np.float32) for b in backgrounds]
-        # Ordered dithering for the cross-fade: plain rounding flips every pixel whose two
-        # backgrounds differ by one level at the same instant, a whole-frame flicker.
-        threshold = _bayer(height, width)
-        layers = [premultiply(s) for s in sprites]
         poses = [pose_of(k) for k in keyframes]
         times = np.array([k.t for k in keyframes])
         frame_times = plan.frame_times()
@@ -282,6 +275,17 @@ class SegmentModel:
         u_of = frame_times - times[a_of]
         span = np.maximum(times[b_of] - times[a_of], 1e-6)
         w_of = np.where(b_of != a_of, np.clip(u_of / span, 0.0, 1.0), 0.0)
+
+        backgrounds, sprites = upsample_layers(model, np.stack([k.latent for k in keyframes]))
+        # Context keyframes beyond the frames' intervals lend only their poses: no full-size
+        # backdrop or sprite for them.
+        drawn = set(a_of.tolist()) | set(b_of.tolist())
+        full_bg = {i: np.clip(cv2.resize(backgrounds[i], (width, height), interpolation=cv2.INTER_CUBIC)
+                              * 255.0, 0, 255).astype(np.float32) for i in drawn}
+        layers = {i: premultiply(sprites[i]) for i in drawn}
+        # Ordered dithering for the cross-fade: plain rounding flips every pixel whose two
+        # backgrounds differ by one level at the same instant, a whole-frame flicker.
+        threshold = _bayer(height, width)
 
         def features(a: int, b: int, u: float, energy: float, phase: float) -> np.ndarray:
             state_a, state_b = keyframes[a].state, keyframes[b].state
