@@ -39,6 +39,8 @@ TARGETS = {
     "beat_correlation_shuffled": ("<=", 0.1),
     "consistency_with_memory": (">=", 0.95),
     "consistency_without_memory": ("report", None),
+    "return_psnr_with_memory": ("report", None),
+    "return_psnr_without_memory": ("report", None),
     "background_flicker": ("report", None),
     "seam_ratio": ("<=", 1.2),
 }
@@ -274,6 +276,34 @@ def consistency(model: str, probe: Probe, cfg: EvalConfig, log: Callable[[str], 
     return out
 
 
+def returning_prompt(model: str, cfg: EvalConfig) -> dict:
+    """A prompt that comes back after another (A, B, A): does the scene come back too?
+
+    PSNR between the median keyframe of the first A stretch and of the returning one (the
+    median over time removes the moving subject, leaving the backdrop and the subject's
+    look); with the replay memory the model can see A's first keyframe again, without it
+    only B's last keyframes.
+    """
+    a, b = "a red star bouncing on a night background", "a cyan square orbiting on a meadow background"
+    span = 10.0 if cfg.quick else 20.0
+    schedule = PromptSchedule((0.0, span, 2 * span), (a, b, a))
+    out = {}
+    for use_memory in (True, False):
+        run = Run(eval_spec(schedule, 3 * span, model, cfg.seed), use_memory=use_memory)
+        try:
+            keyframes = [kf for k in range(run.timeline.num_segments)
+                         for kf in run.keys(k).keyframes[1 if k else 0:]]
+        finally:
+            run.close()
+        # Skip each stretch's first second: a prompt change takes a keyframe to settle.
+        first = np.median([kf.image for kf in keyframes if 1.0 <= kf.t < span], axis=0)
+        back = np.median([kf.image for kf in keyframes if 2 * span + 1.0 <= kf.t], axis=0)
+        mse = float(np.mean((first - back) ** 2))
+        key = "return_psnr_with_memory" if use_memory else "return_psnr_without_memory"
+        out[key] = 10 * math.log10(255.0**2 / max(mse, 1e-10))
+    return out
+
+
 def seams_and_flicker(model: str, cfg: EvalConfig) -> dict:
     spec = eval_spec("a white square orbiting on a sunset background", 20.0, model, cfg.seed,
                      size=256, fps=30)
@@ -309,6 +339,7 @@ def evaluate(model: str, cfg: EvalConfig, log: Callable[[str], None] = print) ->
                        ("image", lambda: image_psnr(model, cfg)),
                        ("audio sync", lambda: beat_sync(model, cfg)),
                        ("seams and flicker", lambda: seams_and_flicker(model, cfg)),
+                       ("returning prompt", lambda: returning_prompt(model, cfg)),
                        ("long-horizon consistency", lambda: consistency(model, probe, cfg, log))):
         start = time.perf_counter()
         results.update(step())

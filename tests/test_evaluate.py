@@ -7,7 +7,15 @@ import sys
 import numpy as np
 import pytest
 
-from engine.evaluate import EvalConfig, Probe, adherence, beat_sync, motion_energy, seams_and_flicker
+from engine.evaluate import (
+    EvalConfig,
+    Probe,
+    adherence,
+    beat_sync,
+    motion_energy,
+    returning_prompt,
+    seams_and_flicker,
+)
 from engine.prompt import COLORS, SHAPES, Scene
 from engine.world import BeatSample, background, draw_subject, subject_state
 
@@ -49,6 +57,13 @@ def test_oracle_has_no_flicker_and_clean_seams():
     result = seams_and_flicker("procedural", QUICK)
     assert result["background_flicker"] < 0.5
     assert result["seam_ratio"] <= 1.3
+
+
+def test_oracle_scene_comes_back_with_its_prompt():
+    # The world draws a prompt's scene the same every time: the returning stretch matches
+    # the first one exactly, memory or not.
+    result = returning_prompt("procedural", QUICK)
+    assert result["return_psnr_with_memory"] > 60 and result["return_psnr_without_memory"] > 60
 
 
 def test_motion_energy_sees_motion():
