@@ -304,27 +304,44 @@ def returning_prompt(model: str, cfg: EvalConfig) -> dict:
     return out
 
 
+# Smooth world motions: a bounce's impact or a drifting subject's wrap-around is a jump in
+# the world itself (the oracle scores ~1.8 on those), which would hide the seams' share.
+SEAM_CLIPS = (("a white square orbiting on a sunset background", 0),
+              ("a red circle orbiting on a day background", 1),
+              ("a blue star spinning on a night background", 2))
+
+
 def seams_and_flicker(model: str, cfg: EvalConfig) -> dict:
-    spec = eval_spec("a white square orbiting on a sunset background", 20.0, model, cfg.seed,
-                     size=256, fps=30)
-    run = Run(spec)
-    try:
-        frames = _stitched(run)
-    finally:
-        run.close()
-    boundaries = [round(run.timeline.segment(k).t0 * spec.fps) for k in range(1, run.timeline.num_segments)]
-    # Background: pixels close to their median over the second in at least 90% of its
-    # frames (the subject passes by, flicker does not make a pixel "subject"); flicker is
-    # the mean frame-to-frame change over those pixels.
-    flicker = []
-    for start in range(0, len(frames) - spec.fps + 1, spec.fps):
-        clip = frames[start:start + spec.fps].astype(np.float32)
+    """Seam ratio (mean over the clips of each clip's worst boundary) and background flicker."""
+    seams, flicker = [], []
+    for prompt, offset in SEAM_CLIPS[:1] if cfg.quick else SEAM_CLIPS:
+        spec = eval_spec(prompt, 20.0, model, cfg.seed + offset, size=256, fps=30)
+        run = Run(spec)
+        try:
+            frames = _stitched(run)
+        finally:
+            run.close()
+        boundaries = [round(run.timeline.segment(k).t0 * spec.fps)
+                      for k in range(1, run.timeline.num_segments)]
+        seams.append(seam_ratio(frames, boundaries, spec.overlap, spec.fps))
+        flicker += _flicker(frames, spec.fps)
+    return {"seam_ratio": float(np.mean(seams)), "background_flicker": float(np.mean(flicker))}
+
+
+def _flicker(frames: np.ndarray, fps: int) -> list[float]:
+    """Mean frame-to-frame change of the background, per second of video.
+
+    Background: pixels close to their median over the second in at least 90% of its frames
+    (the subject passes by, flicker does not make a pixel "subject").
+    """
+    out = []
+    for start in range(0, len(frames) - fps + 1, fps):
+        clip = frames[start:start + fps].astype(np.float32)
         near = np.abs(clip - np.median(clip, axis=0)).max(-1) < 12
         background_mask = near.mean(axis=0) >= 0.9
         change = np.abs(np.diff(clip, axis=0)).mean(-1)  # [T-1, H, W]
-        flicker.append(float(change[:, background_mask].mean()) if background_mask.any() else 255.0)
-    return {"seam_ratio": seam_ratio(frames, boundaries, spec.overlap, spec.fps),
-            "background_flicker": float(np.mean(flicker))}
+        out.append(float(change[:, background_mask].mean()) if background_mask.any() else 255.0)
+    return out
 
 
 def evaluate(model: str, cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
