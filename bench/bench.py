@@ -1,6 +1,6 @@
 """lvp benchmarks: every comparison measured side by side in one run, on this machine.
 
-    python -m bench.bench                 # everything (about 10 minutes on 2 cores)
+    python -m bench.bench                 # everything (about 15 minutes on 2 cores)
     python -m bench.bench --only seams    # one section
     python -m bench.bench --smoke         # tiny inputs: checks the benchmarks run (CI)
 
@@ -93,30 +93,54 @@ def amdahl(serial_share: float, n: int) -> float:
     return 1.0 / (serial_share + (1.0 - serial_share) / n)
 
 
-def section_schedule(tmp: Path, seconds: float) -> dict:
-    par = render(tmp, "schedule_parallel", seconds, "--workers", "2")
-    chain = render(tmp, "schedule_chain", seconds, "--workers", "2", "--schedule", "chain")
+def median_renders(tmp: Path, configs: dict[str, tuple[str, ...]], seconds: float,
+                   repeat: int) -> dict[str, dict]:
+    """Each configuration `repeat` times, interleaved (a slow spell on the machine then hits
+    all of them alike); per configuration, the report of the run with the median wall time,
+    with every run's wall time under "walls"."""
+    runs: dict[str, list[dict]] = {name: [] for name in configs}
+    for i in range(repeat):
+        for name, extra in configs.items():
+            runs[name].append(render(tmp, f"{name}_{i}", seconds, *extra))
+    out = {}
+    for name, reports in runs.items():
+        ordered = sorted(reports, key=lambda r: r["wall_seconds"])
+        out[name] = {**ordered[len(ordered) // 2], "walls": [r["wall_seconds"] for r in reports]}
+    return out
+
+
+def _spread(report: dict) -> str:
+    walls = report["walls"]
+    return f"{min(walls):.2f}-{max(walls):.2f}" if len(walls) > 1 else "-"
+
+
+def section_schedule(tmp: Path, seconds: float, repeat: int) -> dict:
+    runs = median_renders(tmp, {"schedule_parallel": ("--workers", "2"),
+                                "schedule_chain": ("--workers", "2", "--schedule", "chain")},
+                          seconds, repeat)
+    par, chain = runs["schedule_parallel"], runs["schedule_chain"]
     rows = [("keyframes-first parallel", par), ("autoregressive chain", chain)]
-    print(f"\n## Schedule: {seconds:g} s of video, 2 workers")
-    print(f"{'schedule':<26}{'wall s':>9}{'first segment s':>17}")
+    print(f"\n## Schedule: {seconds:g} s of video, 2 workers, median of {repeat}")
+    print(f"{'schedule':<26}{'wall s':>9}{'range':>13}{'first segment s':>17}")
     for label, r in rows:
-        print(f"{label:<26}{r['wall_seconds']:>9.2f}{r['first_segment_seconds']:>17.2f}")
+        print(f"{label:<26}{r['wall_seconds']:>9.2f}{_spread(r):>13}{r['first_segment_seconds']:>17.2f}")
     speedup = chain["wall_seconds"] / par["wall_seconds"]
     print(f"parallel / chain speed-up: {speedup:.2f}x")
     return {"parallel": _keep(par), "chain": _keep(chain), "speedup": speedup}
 
 
-def section_scaling(tmp: Path, seconds: float) -> dict:
-    one = render(tmp, "scaling_1", seconds, "--workers", "1")
-    two = render(tmp, "scaling_2", seconds, "--workers", "2")
+def section_scaling(tmp: Path, seconds: float, repeat: int) -> dict:
+    runs = median_renders(tmp, {"scaling_1": ("--workers", "1"), "scaling_2": ("--workers", "2")},
+                          seconds, repeat)
+    one, two = runs["scaling_1"], runs["scaling_2"]
     s = one["stage_seconds"]
     work = s["keyframe"] + s["render"] + s["blend"] + s["encode"]
     serial = (s["keyframe"] + s["blend"] + s["encode"]) / work
     speedup = one["wall_seconds"] / two["wall_seconds"]
     predicted = {n: amdahl(serial, n) for n in (8, 32, 128)}
-    print(f"\n## Scaling: {seconds:g} s of video")
-    print(f"1 worker {one['wall_seconds']:.2f} s, 2 workers {two['wall_seconds']:.2f} s: "
-          f"{speedup:.2f}x")
+    print(f"\n## Scaling: {seconds:g} s of video, median of {repeat}")
+    print(f"1 worker {one['wall_seconds']:.2f} s ({_spread(one)}), 2 workers "
+          f"{two['wall_seconds']:.2f} s ({_spread(two)}): {speedup:.2f}x")
     print(f"serial share (Stage 1 + blend + encode of all work, 1 worker): {serial:.1%}")
     print("Amdahl speed-up predicted: " + ", ".join(f"{n} workers {v:.1f}x"
                                                    for n, v in predicted.items()))
@@ -239,7 +263,7 @@ def section_seams(smoke: bool) -> dict:
 
 def _keep(report: dict) -> dict:
     keys = ("wall_seconds", "first_segment_seconds", "realtime_factor", "stage_seconds",
-            "frames", "fps", "size", "workers", "peak_rss_bytes", "lmdb_bytes")
+            "frames", "fps", "size", "workers", "peak_rss_bytes", "lmdb_bytes", "walls")
     return {k: report.get(k) for k in keys}
 
 
@@ -252,10 +276,16 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny inputs; checks that it runs")
     parser.add_argument("--json", type=Path, default=Path(__file__).with_name("results.json"))
     parser.add_argument("--model", default="tiny", help="backend to measure (default: tiny)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs per configuration in the schedule and scaling comparisons; "
+                             "the median is reported (default: 3; 1 with --smoke)")
     args = parser.parse_args()
     MODEL[0] = args.model
     only = set(args.only or SECTIONS)
     scale = 0.1 if args.smoke else 1.0
+    repeat = 1 if args.smoke else args.repeat
+    if repeat < 1:
+        parser.error("--repeat must be 1 or more")
     results: dict = {"model": args.model, "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                  "processor": platform.processor(),
                                  "memory_gib": round(psutil.virtual_memory().total / 2**30, 1)}}
@@ -263,9 +293,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="lvp-bench-") as tmp_name:
         tmp = Path(tmp_name)
         if "schedule" in only:
-            results["schedule"] = section_schedule(tmp, 120 * scale)
+            results["schedule"] = section_schedule(tmp, 120 * scale, repeat)
         if "scaling" in only or "overhead" in only:
-            results["scaling"] = section_scaling(tmp, 120 * scale)
+            results["scaling"] = section_scaling(tmp, 120 * scale, repeat)
         if "presets" in only or "overhead" in only:
             results["presets"] = section_presets(tmp, 60 * scale)
         if "memory" in only or "overhead" in only:
