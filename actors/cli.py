@@ -221,7 +221,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise InputError("--models names no backend")
     for name in models:
         check_backend(name)
-    check_backend("tiny")  # the subject probe ships in the tiny weights
+    from engine.judge import JUDGE_WEIGHTS
+
+    if not JUDGE_WEIGHTS.is_file():
+        raise InputError(f"judge weights not found: {JUDGE_WEIGHTS} (make them with "
+                         "`python -m engine.judge`)")
     if args.out is not None:
         check_output_file(args.out, "results")
     from engine.evaluate import EvalConfig, evaluate, table

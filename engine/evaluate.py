@@ -2,8 +2,8 @@
 
 Everything runs in one process on the same Stage 1 / Stage 2 objects the Ray actors hold
 (engine/stages.py), with a real LMDB replay memory in a temporary folder; no encode, so the
-numbers are about the model, not the codec. Frames are judged by the subject probe (a
-classifier trained on world pictures, shipped in the tiny weights), never by the model's own
+numbers are about the model, not the codec. Frames are judged by the judge (engine/judge.py:
+a classifier trained on world pictures only, with its own weights), never by the model's own
 latent state.
 """
 
@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from engine.image_input import load_image
+from engine.judge import Judge
 from engine.prompt import COLORS, MOTIONS, SHAPES, parse_prompt
 from engine.schedule import PromptSchedule
 from engine.spec import JobSpec
@@ -67,27 +68,6 @@ class FrameCollector:
 
     def close(self) -> None:
         pass
-
-
-class Probe:
-    """Color and shape of the subject in a picture, from the shipped classifier."""
-
-    def __init__(self) -> None:
-        import torch
-
-        from engine.models.tiny.pipeline import load_model
-
-        self.torch = torch
-        self.model = load_model().probe
-
-    def classify(self, pictures: list[np.ndarray]) -> tuple[list[str], list[str]]:
-        small = np.stack([cv2.resize(p, (64, 64), interpolation=cv2.INTER_AREA) for p in pictures])
-        x = self.torch.from_numpy(small.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0)
-        with self.torch.inference_mode():
-            color, shape = self.model(x)
-        names = list(COLORS)
-        return ([names[i] for i in color.argmax(1).tolist()],
-                [SHAPES[i] for i in shape.argmax(1).tolist()])
 
 
 def eval_spec(prompt: str | PromptSchedule, seconds: float, model: str, seed: int, size: int = 128,
@@ -137,7 +117,7 @@ def held_out_prompts(quick: bool) -> list[str]:
     return prompts
 
 
-def adherence(model: str, probe: Probe, cfg: EvalConfig) -> dict:
+def adherence(model: str, judge: Judge, cfg: EvalConfig) -> dict:
     hits = {"color": [], "shape": []}
     for n, prompt in enumerate(held_out_prompts(cfg.quick)):
         scene = parse_prompt(prompt)
@@ -151,7 +131,7 @@ def adherence(model: str, probe: Probe, cfg: EvalConfig) -> dict:
                 pictures += list(run.segment(k, keys)[::15])
         finally:
             run.close()
-        colors, shapes = probe.classify(pictures)
+        colors, shapes = judge.classify(pictures)
         hits["color"] += [c == scene.color for c in colors]
         hits["shape"] += [s == scene.shape for s in shapes]
     return {"color_adherence": float(np.mean(hits["color"])),
@@ -253,7 +233,7 @@ def _stitched(run: Run) -> np.ndarray:
     return np.concatenate(sink.chunks)
 
 
-def consistency(model: str, probe: Probe, cfg: EvalConfig, log: Callable[[str], None]) -> dict:
+def consistency(model: str, judge: Judge, cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     prompts = held_out_prompts(True)[:1]
     out = {}
     for use_memory in (True, False):
@@ -268,7 +248,7 @@ def consistency(model: str, probe: Probe, cfg: EvalConfig, log: Callable[[str], 
                     pictures += [kf.image for kf in run.keys(k).keyframes[1:]]
             finally:
                 run.close()
-            colors, shapes = probe.classify(pictures)
+            colors, shapes = judge.classify(pictures)
             hits += [c == scene.color and s == scene.shape for c, s in zip(colors, shapes, strict=True)]
             log(f"  {model}: {len(pictures)} keyframes, memory {'on' if use_memory else 'off'}, "
                 f"{time.perf_counter() - start:.0f} s")
@@ -350,14 +330,14 @@ def evaluate(model: str, cfg: EvalConfig, log: Callable[[str], None] = print) ->
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)  # one process does all the work here
-    probe = Probe()
+    judge = Judge()
     results: dict = {"model": model}
-    for name, step in (("adherence", lambda: adherence(model, probe, cfg)),
+    for name, step in (("adherence", lambda: adherence(model, judge, cfg)),
                        ("image", lambda: image_psnr(model, cfg)),
                        ("audio sync", lambda: beat_sync(model, cfg)),
                        ("seams and flicker", lambda: seams_and_flicker(model, cfg)),
                        ("returning prompt", lambda: returning_prompt(model, cfg)),
-                       ("long-horizon consistency", lambda: consistency(model, probe, cfg, log))):
+                       ("long-horizon consistency", lambda: consistency(model, judge, cfg, log))):
         start = time.perf_counter()
         results.update(step())
         log(f"{model}: {name} done in {time.perf_counter() - start:.0f} s")
