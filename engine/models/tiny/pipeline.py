@@ -279,13 +279,13 @@ class SegmentModel:
         span = np.maximum(times[b_of] - times[a_of], 1e-6)
         w_of = np.where(b_of != a_of, np.clip(u_of / span, 0.0, 1.0), 0.0)
 
-        backgrounds, sprites = upsample_layers(model, np.stack([k.latent for k in keyframes]))
-        # Context keyframes beyond the frames' intervals lend only their poses: no full-size
-        # backdrop or sprite for them.
-        drawn = set(a_of.tolist()) | set(b_of.tolist())
-        full_bg = {i: np.clip(cv2.resize(backgrounds[i], (width, height), interpolation=cv2.INTER_CUBIC)
-                              * 255.0, 0, 255).astype(np.float32) for i in drawn}
-        layers = {i: premultiply(sprites[i]) for i in drawn}
+        # Context keyframes beyond the frames' intervals lend only their poses: no upsampled
+        # layers for them (the upsampler is most of Stage 2's model time).
+        drawn = sorted(set(a_of.tolist()) | set(b_of.tolist()))
+        backgrounds, sprites = upsample_layers(model, np.stack([keyframes[i].latent for i in drawn]))
+        full_bg = {i: np.clip(cv2.resize(backgrounds[j], (width, height), interpolation=cv2.INTER_CUBIC)
+                              * 255.0, 0, 255).astype(np.float32) for j, i in enumerate(drawn)}
+        layers = {i: premultiply(sprites[j]) for j, i in enumerate(drawn)}
         # Ordered dithering for the cross-fade: plain rounding flips every pixel whose two
         # backgrounds differ by one level at the same instant, a whole-frame flicker.
         threshold = _bayer(height, width)
