@@ -271,7 +271,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         envelope = beat_envelope(spec.audio, spec.fps, spec.total_frames, mode=spec.audio_mode)
         beats = BeatTrack.from_envelope(envelope, spec.fps)
     else:
-        beats = BeatTrack.metronome(spec.total_frames, spec.fps)
+        beats = BeatTrack.without_audio(spec.schedule, spec.total_frames, spec.fps)
     metrics = Metrics()
     if args.metrics_port is not None:
         metrics.serve(args.metrics_port, args.metrics_host)

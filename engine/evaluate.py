@@ -82,7 +82,8 @@ class Run:
 
     def __init__(self, spec: JobSpec, beats: BeatTrack | None = None, use_memory: bool = True) -> None:
         self.folder = tempfile.TemporaryDirectory(prefix="lvp-eval-")
-        self.timeline = Timeline(spec, beats or BeatTrack.metronome(spec.total_frames, spec.fps))
+        beats = beats or BeatTrack.without_audio(spec.schedule, spec.total_frames, spec.fps)
+        self.timeline = Timeline(spec, beats)
         self.memory = ReplayMemory(Path(self.folder.name))
         # Memory off: the model sees only its short-term history (LMDB is still written).
         self.keyframes = KeyframeStage(self.timeline, spec.model, self.memory, use_memory)

@@ -129,6 +129,11 @@ def _scan(text: str) -> tuple[str | None, str | None, str | None, str | None, li
     return color, shape, motion, background, unknown
 
 
+def prompt_motion(text: str) -> str | None:
+    """The motion a prompt names (None when it names none); never raises."""
+    return _scan(text)[2]
+
+
 def _unknown_warnings(unknown: list[str]) -> tuple[str, ...]:
     return tuple(f"unknown word {w!r} in prompt ignored" for w in dict.fromkeys(unknown))
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.prompt import prompt_motion
 from engine.schedule import PromptSchedule
 from engine.spec import JobSpec
 
@@ -86,11 +87,26 @@ class BeatTrack:
         return cls(energy, phase)
 
     @classmethod
-    def metronome(cls, total_frames: int, fps: int, bpm: float = 120.0) -> BeatTrack:
-        """A steady beat, so 'dancing' still dances when no audio is given."""
+    def metronome(cls, total_frames: int, fps: int, bpm: float = 120.0,
+                  active: np.ndarray | None = None) -> BeatTrack:
+        """A steady beat, silent outside `active` frames (a [total_frames] bool mask)."""
         t = np.arange(total_frames) / fps
         since_beat = t % (60.0 / bpm)
-        return cls.from_envelope(np.exp(-since_beat / 0.12).astype(np.float32), fps)
+        energy = np.exp(-since_beat / 0.12).astype(np.float32)
+        if active is not None:
+            energy = np.where(active, energy, 0.0).astype(np.float32)
+        return cls.from_envelope(energy, fps)
+
+    @classmethod
+    def without_audio(cls, schedule: PromptSchedule, total_frames: int, fps: int) -> BeatTrack:
+        """The beat of a video with no audio: a metronome while a dancing prompt is in force,
+        so 'dancing' still dances, and silence elsewhere. In the world only dancing follows
+        the beat; an invented beat under other prompts is something a learned model could
+        only get wrong (the tiny model's bouncing hopped on every metronome tick)."""
+        dancing = [prompt_motion(text) == "dancing" for text in schedule.texts]
+        t = np.arange(total_frames) / fps
+        active = np.array(dancing)[np.searchsorted(schedule.starts, t, side="right") - 1]
+        return cls.metronome(total_frames, fps, active=active)
 
     def at(self, frame: int) -> tuple[float, float]:
         i = min(max(frame, 0), len(self.energy) - 1)

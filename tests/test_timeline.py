@@ -78,3 +78,13 @@ def test_beat_phase_is_the_running_integral():
 
 def test_single_schedule():
     assert PromptSchedule.single("a red circle").window(0, 100).texts == ("a red circle",)
+
+
+def test_without_audio_beats_only_under_dancing_prompts():
+    schedule = PromptSchedule((0.0, 2.0, 4.0), ("a red circle bouncing", "a blue star dances",
+                                                "a green square orbiting"))
+    beats = BeatTrack.without_audio(schedule, 60, 10)
+    assert beats.energy[:20].max() == 0 and beats.energy[40:].max() == 0
+    assert beats.energy[20:40].max() > 0.9  # a steady beat while the dancing prompt holds
+    # The phase (running integral) only advances while the beat sounds.
+    assert beats.phase[20] == 0 and beats.phase[40] > 0 and beats.phase[-1] == beats.phase[41]
