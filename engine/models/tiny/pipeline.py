@@ -57,6 +57,11 @@ CONTEXT_NOISE = 0.1  # within the range of the training augmentation (0 to 0.25)
 # Seam ratio on smooth-motion clips, mean of 3: 1.33 at 0.5, 1.19 at 0.25, 1.15 at 0.1.
 POSE_TEMPERATURE = 0.25
 CONTINUE_FROM = 0.75  # flow time a continuing keyframe starts at (0: pure noise, 1: a copy)
+# A continuing keyframe starts from the prompt's own canvas, which already shows the prompt:
+# guidance (and its unconditional pass, half of Stage 1's time) adds nothing there. Measured
+# with `lvp eval`-style runs: shape adherence 0.996 -> 1.000, flicker 0.117 -> 0.082, seam
+# 1.09 -> 1.11, Stage 1 61.7 -> 38.4 ms per keyframe (one thread).
+CONTINUE_GUIDANCE = 1.0
 
 
 def load_model(path: str | Path | None = None) -> TinyVideoModel:
@@ -199,11 +204,15 @@ class KeyframeModel:
         tau0 = CONTINUE_FROM if start is not None else 0.0
         x = noise if start is None else (1 - tau0) * noise + tau0 * start[None]
         steps = max(1, round(SAMPLING_STEPS * (1 - tau0)))
-        guidance = IMAGE_GUIDANCE if image is not None else GUIDANCE
+        guidance = IMAGE_GUIDANCE if image is not None else \
+            CONTINUE_GUIDANCE if start is not None else GUIDANCE
+        # Guidance 1.0 is the conditional velocity alone: skip the unconditional half.
+        rows = 1 if guidance == 1.0 else 2
         for i in range(steps):
-            tau = torch.full((2,), tau0 + (1 - tau0) * i / steps)
-            v = model.canvas(x.expand(2, -1, -1, -1), tau, *cond, context, flags)
-            x = x + (v[1:] + guidance * (v[:1] - v[1:])) * (1 - tau0) / steps
+            tau = torch.full((rows,), tau0 + (1 - tau0) * i / steps)
+            v = model.canvas(x.expand(rows, -1, -1, -1), tau, *(c[:rows] for c in cond),
+                             context[:rows], flags[:rows])
+            x = x + (v[:1] if rows == 1 else v[1:] + guidance * (v[:1] - v[1:])) * (1 - tau0) / steps
         canvas = x[0].clamp(-1, 1).numpy()
 
         backgrounds, sprites = upsample_layers(model, canvas[None])
