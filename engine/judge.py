@@ -5,7 +5,7 @@ world's pictures only (never on a model's output), with the variety generated fr
 the subject at 0.45 to 1.5 times its usual size, any angle and place, soft edges (blur,
 noise, the tiny model's layered-and-upsampled look), every backdrop, every color-shape
 pair. It has its own weights file, apart from the generator's, so the yardstick does not
-move when the generator is retrained; `python -m bench.probe_accuracy` checks it on
+move when the generator is retrained; `python -m bench.judge_accuracy` checks it on
 ground truth.
 
     python -m engine.judge --steps 1500 --seed 0   # remakes engine/weights/judge.safetensors
