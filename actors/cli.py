@@ -144,8 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="measure the tiny model and the procedural oracle",
                        description="Prompt adherence on held-out color-shape pairs, image "
-                                   "conditioning, audio sync, long-horizon consistency with and "
-                                   "without the replay memory, flicker and seams.")
+                                   "conditioning, audio sync, long-horizon consistency and a "
+                                   "returning prompt with and without the replay memory, flicker "
+                                   "and seams. Frames are read by the judge (engine/judge.py), a "
+                                   "classifier trained on world pictures only.")
     e.add_argument("--models", default="tiny,procedural",
                    help="comma-separated backends (default: tiny,procedural)")
     e.add_argument("--quick", action="store_true",
