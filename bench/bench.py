@@ -215,12 +215,13 @@ def section_seams(smoke: bool) -> dict:
     from dataclasses import replace
 
     from engine.evaluate import FrameCollector, Run, eval_spec
-    from stitcher.quality import seam_ratio
+    from stitcher.quality import seam_ratio, sharpness_kept
     from stitcher.stitch import Stitcher
 
     model = MODEL[0]
     print(f"\n## Seams ({model}): seam ratio = max frame difference in the blend window / "
-          "local median")
+          "local median; sharpness kept = least edge energy in the window / local median "
+          "(a cross-fade of disagreeing frames is a double image)")
     spec = eval_spec("a red circle orbiting on a day background", 10 if smoke else 30, model, 0,
                      size=256, fps=30)
     spec = replace(spec, overlap=16)
@@ -237,27 +238,34 @@ def section_seams(smoke: bool) -> dict:
         run.close()
     boundaries = [round(timeline.segment(k).t0 * spec.fps) for k in range(1, timeline.num_segments)]
 
-    def disagree(k: int, frames: np.ndarray) -> np.ndarray:
+    def disagree(pixels: int, levels: int) -> list:
         # Neighbours that render their overlap from the same keyframes agree exactly, and then
-        # every blend is the same; shifting every other segment by 1 px and 1 level makes
-        # the blends do their job (what two differently-conditioned segments would need).
-        if k % 2 == 0:
-            return frames
-        return np.clip(np.roll(frames, 1, axis=2).astype(np.int16) + 1, 0, 255).astype(np.uint8)
+        # every blend is the same; shifting every other segment makes the blends do their job
+        # (what two differently-conditioned segments would need).
+        def shift(k: int, frames: np.ndarray) -> np.ndarray:
+            if k % 2 == 0:
+                return frames
+            moved = np.roll(frames, pixels, axis=2).astype(np.int16) + levels
+            return np.clip(moved, 0, 255).astype(np.uint8)
+        return [(k, start, shift(k, frames), tail) for k, start, frames, tail in segments]
 
-    shifted = [(k, start, disagree(k, frames), tail) for k, start, frames, tail in segments]
     out: dict = {}
-    for label, variant in (("as rendered", segments), ("disagreeing", shifted)):
-        ratios = {}
+    print(f"{'segments':<28}{'blend':<11}{'seam ratio':>11}{'sharpness kept':>16}")
+    for label, variant in (("as rendered", segments), ("disagreeing 1 px, 1 level", disagree(1, 1)),
+                           ("disagreeing 3 px, 6 levels", disagree(3, 6))):
+        rows = {}
         for blend in ("flow", "crossfade", "cut"):
             sink = FrameCollector()
             stitcher = Stitcher([sink], blend=blend)
             for seg in variant:
                 stitcher.add(*seg)
             stitcher.close()
-            ratios[blend] = seam_ratio(np.concatenate(sink.chunks), boundaries, spec.overlap, spec.fps)
-        print(f"{label:<22}" + "  ".join(f"{b} {r:.2f}" for b, r in ratios.items()))
-        out[label.replace(" ", "_")] = ratios
+            frames = np.concatenate(sink.chunks)
+            rows[blend] = {"seam_ratio": seam_ratio(frames, boundaries, spec.overlap, spec.fps),
+                           "sharpness_kept": sharpness_kept(frames, boundaries, spec.overlap, spec.fps)}
+            print(f"{label:<28}{blend:<11}{rows[blend]['seam_ratio']:>11.2f}"
+                  f"{rows[blend]['sharpness_kept']:>16.3f}")
+        out[label.split(",")[0].replace(" ", "_")] = rows
     return out
 
 

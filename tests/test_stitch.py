@@ -6,7 +6,7 @@ from engine.models.procedural import SegmentModel
 from engine.prompt import parse_prompt
 from engine.world import render_frame, subject_state
 from stitcher.blend import crossfade, flow_blend, hard_cut
-from stitcher.quality import seam_ratio
+from stitcher.quality import seam_ratio, sharpness_kept
 from stitcher.stitch import Stitcher
 from tests.conftest import make_spec, make_timeline
 
@@ -99,6 +99,22 @@ def test_flow_blend_hides_disagreeing_segments(tmp_path):
     flow, cut = ratio(perturbed, "flow"), ratio(perturbed, "cut")
     assert cut > 2.5  # without blending the disagreement is a visible jump
     assert flow <= 1.2
+
+
+def test_flow_blend_avoids_the_double_image_of_a_crossfade(tmp_path):
+    # Segments 3 px apart: a cross-fade shows both pictures at once (edges doubled and
+    # softened); the flow blend morphs one into the other and keeps the detail.
+    spec = make_spec(tmp_path, duration=20, fps=30, width=128, height=128, overlap=16,
+                     prompt="a red circle orbiting on a day background")
+    timeline = make_timeline(spec)
+    moved = _render_segments(timeline, perturb=lambda f: np.roll(f, 3, axis=2))
+    boundaries = [round(timeline.segment(k).t0 * spec.fps) for k in range(1, 4)]
+
+    def kept(blend):
+        return sharpness_kept(_stitch(moved, range(4), blend), boundaries, 16, spec.fps)
+
+    flow, fade = kept("flow"), kept("crossfade")
+    assert fade < 0.7 and flow > fade + 0.15
 
 
 def test_blend_endpoints_lean_toward_each_side(rng):
