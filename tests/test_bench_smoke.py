@@ -16,6 +16,8 @@ def test_bench_smoke(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads(out.read_text())
     assert results["schedule"]["parallel"]["frames"] == results["schedule"]["chain"]["frames"] > 0
-    assert set(results["seams"]) == {"as_rendered", "disagreeing"}
-    assert set(results["seams"]["disagreeing"]) == {"flow", "crossfade", "cut"}
+    assert set(results["seams"]) == {"as_rendered", "disagreeing_1_px", "disagreeing_3_px"}
+    for rows in results["seams"].values():
+        assert set(rows) == {"flow", "crossfade", "cut"}
+        assert all(r["sharpness_kept"] > 0 and r["seam_ratio"] > 0 for r in rows.values())
     assert "Seams" in proc.stdout and "Schedule" in proc.stdout
