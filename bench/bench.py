@@ -251,8 +251,9 @@ def section_seams(smoke: bool) -> dict:
 
     out: dict = {}
     print(f"{'segments':<28}{'blend':<11}{'seam ratio':>11}{'sharpness kept':>16}")
-    for label, variant in (("as rendered", segments), ("disagreeing 1 px, 1 level", disagree(1, 1)),
-                           ("disagreeing 3 px, 6 levels", disagree(3, 6))):
+    for key, label, variant in (("as_rendered", "as rendered", segments),
+                                ("disagreeing_1_px", "disagreeing 1 px, 1 level", disagree(1, 1)),
+                                ("disagreeing_3_px", "disagreeing 3 px, 6 levels", disagree(3, 6))):
         rows = {}
         for blend in ("flow", "crossfade", "cut"):
             sink = FrameCollector()
@@ -265,7 +266,7 @@ def section_seams(smoke: bool) -> dict:
                            "sharpness_kept": sharpness_kept(frames, boundaries, spec.overlap, spec.fps)}
             print(f"{label:<28}{blend:<11}{rows[blend]['seam_ratio']:>11.2f}"
                   f"{rows[blend]['sharpness_kept']:>16.3f}")
-        out[label.split(",")[0].replace(" ", "_")] = rows
+        out[key] = rows
     return out
 
 

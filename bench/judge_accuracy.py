@@ -15,26 +15,19 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from engine.judge import Judge, to_input, validation_pictures
-from engine.prompt import COLORS, SHAPES
+from engine.judge import Judge, validation_pictures
 
 
-class JointProbe:
+class JointProbe(Judge):
     """The tiny model's own subject probe (shipped in its weights, trained beside it)."""
 
-    def __init__(self) -> None:
+    def __init__(self) -> None:  # same input and outputs as the judge, other weights
         import torch
 
         from engine.models.tiny.pipeline import load_model
 
         self.torch = torch
         self.model = load_model().probe
-
-    def classify(self, pictures: list[np.ndarray]) -> tuple[list[str], list[str]]:
-        with self.torch.inference_mode():
-            color, shape = self.model(self.torch.from_numpy(to_input(pictures)))
-        return ([list(COLORS)[i] for i in color.argmax(1).tolist()],
-                [SHAPES[i] for i in shape.argmax(1).tolist()])
 
 
 def main() -> None:

@@ -14,8 +14,6 @@ ground truth.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import math
 import os
 import sys
@@ -133,7 +131,8 @@ class Judge:
 def train(steps: int, seed: int, out: Path, batch: int = 96, log=print) -> dict:
     import torch
     import torch.nn.functional as F
-    from safetensors.torch import save_file
+
+    from engine.models.tiny.train import save_weights
 
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 0x7D6E])
@@ -157,16 +156,9 @@ def train(steps: int, seed: int, out: Path, batch: int = 96, log=print) -> dict:
         sched.step()
         if step % 200 == 0 or step == steps - 1:
             log(f"step {step}/{steps} loss {loss.item():.3f} ({time.perf_counter() - start:.0f} s)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-    tmp = out.with_suffix(".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt", "model": "lvp-judge"})
-    os.replace(tmp, out)
     manifest = {"command": f"python -m engine.judge --steps {steps} --seed {seed}", "steps": steps,
-                "seed": seed, "batch": batch, "seconds": round(time.perf_counter() - start),
-                "sha256": hashlib.sha256(out.read_bytes()).hexdigest(), "bytes": out.stat().st_size}
-    out.with_suffix(".json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
+                "seed": seed, "batch": batch, "seconds": round(time.perf_counter() - start)}
+    return save_weights(model, out, manifest, name="lvp-judge")
 
 
 def main(argv: list[str] | None = None) -> int:

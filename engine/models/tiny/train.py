@@ -132,19 +132,21 @@ def losses(model: TinyVideoModel, batches: dict[str, dict[str, np.ndarray]],
     return out
 
 
-def save_weights(model: torch.nn.Module, path: Path, manifest: dict) -> None:
-    """safetensors + manifest, both written atomically (a crash never leaves half a file)."""
+def save_weights(model: torch.nn.Module, path: Path, manifest: dict, name: str = "lvp-tiny") -> dict:
+    """safetensors (fp16) + manifest, both written atomically (a crash never leaves half a file);
+    returns the manifest as written, with the file's hash and size."""
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous()
              for k, v in model.state_dict().items()}
     tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt", "model": "lvp-tiny"})
+    save_file(state, str(tmp), metadata={"format": "pt", "model": name})
     os.replace(tmp, path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     manifest = {**manifest, "sha256": digest, "bytes": path.stat().st_size}
     meta = path.with_suffix(".json")
     meta.with_suffix(".tmp").write_text(json.dumps(manifest, indent=2) + "\n")
     os.replace(meta.with_suffix(".tmp"), meta)
+    return manifest
 
 
 def train(cfg: TrainConfig, out: Path, command: str, log=print) -> dict:
