@@ -71,7 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--audio", type=Path, help="audio track: drives 'dancing' and is muxed in")
     what.add_argument("--audio-mode", choices=("loop", "pad"), default="loop",
                       help="when the audio is shorter than the video (default: loop)")
-    what.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    what.add_argument("--seed", type=int, default=0,
+                      help="random seed: the same seed and inputs give the same video; another "
+                           "seed, another take (where the subject starts, the scene's light and "
+                           "horizon) (default: 0)")
 
     fmt = r.add_argument_group("format")
     fmt.add_argument("--preset", choices=sorted(PRESETS),
@@ -144,10 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="measure the tiny model and the procedural oracle",
                        description="Prompt adherence on held-out color-shape pairs, image "
-                                   "conditioning, audio sync, long-horizon consistency and a "
-                                   "returning prompt with and without the replay memory, flicker "
-                                   "and seams. Frames are read by the judge (engine/judge.py), a "
-                                   "classifier trained on world pictures only.")
+                                   "conditioning, audio sync, flicker and seams, and a long "
+                                   "render cutting between two prompts (12 shots over 60 minutes), "
+                                   "with and without the replay memory: does every keyframe keep "
+                                   "its prompt's subject, does each prompt's scene come back. "
+                                   "Frames are read by the judge (engine/judge.py), a classifier "
+                                   "trained on world pictures only.")
     e.add_argument("--models", default="tiny,procedural",
                    help="comma-separated backends (default: tiny,procedural)")
     e.add_argument("--quick", action="store_true",

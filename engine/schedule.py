@@ -49,6 +49,14 @@ class PromptSchedule:
     def text_at(self, t: float) -> str:
         return self.texts[self.index_at(t)]
 
+    def shot_at(self, t: float) -> int:
+        """The shot in force at t: the first entry of its run of one unchanged prompt (a
+        prompt listed twice in a row is one shot; a prompt that comes back later is a new one)."""
+        i = self.index_at(t)
+        while i > 0 and self.texts[i - 1] == self.texts[i]:
+            i -= 1
+        return i
+
     def scene_at(self, t: float) -> Scene:
         return scene_of(self.texts[self.index_at(t)])
 

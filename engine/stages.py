@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bisect
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +21,9 @@ from engine.timeline import SegmentPlan, Timeline
 from memory.replay import ReplayMemory
 
 HISTORY = 4  # short-term context: the last few keyframes
-MEMORY_RECENT = 3  # long-term context: the anchor plus the latest few memory entries
+# Long-term context: the video's first keyframe, the first remembered keyframe of the prompt
+# in force (so a prompt that comes back finds its scene again) and the latest few entries.
+MEMORY_RECENT = 3
 CONTEXT = 2  # keyframes beyond each end of a segment that Stage 2 also gets
 
 
@@ -67,16 +70,23 @@ class KeyframeStage:
         spec = timeline.spec
         self.reference = load_image(spec.image, spec.keyframe_size) if spec.image else None
         self.history: list[Keyframe] = []
-        self.remembered: list[Keyframe] = []
+        # What the model may read back from the replay memory (all of it is also in LMDB):
+        # bounded, so an unbounded live job does not grow.
+        self.prompt_anchors: dict[str, Keyframe] = {}  # each prompt's first remembered keyframe
+        self.recent_memory: deque[Keyframe] = deque(maxlen=MEMORY_RECENT)
         self.track = timeline.all_keyframe_times()  # every keyframe time of the video
         self.made: dict[int, Keyframe] = {}  # position in the track -> keyframe (recent only)
         self.count = 0  # keyframes generated so far == position of the next one
 
-    def memory_view(self) -> MemoryView:
-        if not self.remembered or not self.use_memory:
+    def memory_view(self, prompt: str | None = None) -> MemoryView:
+        """The video's anchor, `prompt`'s own anchor and the recent entries, oldest first."""
+        if not self.prompt_anchors or not self.use_memory:
             return MemoryView()
-        anchor, rest = self.remembered[0], self.remembered[1:]
-        return MemoryView((anchor, *rest[-MEMORY_RECENT:]))
+        picked = [next(iter(self.prompt_anchors.values())), *self.recent_memory]
+        if prompt in self.prompt_anchors:
+            picked.append(self.prompt_anchors[prompt])
+        by_time = {k.t: k for k in picked}  # one entry per memory slot
+        return MemoryView(tuple(by_time[t] for t in sorted(by_time)))
 
     def _generate_through(self, position: int) -> float:
         """Generate keyframes in order up to track[position]; returns model seconds."""
@@ -86,7 +96,7 @@ class KeyframeStage:
             plan = self.timeline.keyframe_plan(self.count, t, self.reference)
             start = time.perf_counter()
             keyframe = self.model.next_keyframe(plan, tuple(self.history[-HISTORY:]),
-                                                self.memory_view())
+                                                self.memory_view(plan.prompt))
             seconds += time.perf_counter() - start
             self.made[self.count] = keyframe
             self.count += 1
@@ -96,7 +106,8 @@ class KeyframeStage:
                     "prompt": keyframe.prompt, "seed": plan.seed, "model": self.model_name,
                     "index": plan.index, "state": keyframe.state,
                 })
-                self.remembered.append(keyframe)
+                self.prompt_anchors.setdefault(keyframe.prompt, keyframe)
+                self.recent_memory.append(keyframe)
         return seconds
 
     def _made(self, lo: int, hi: int) -> tuple[Keyframe, ...]:

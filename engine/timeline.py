@@ -45,6 +45,7 @@ class KeyframePlan:
     store_in_memory: bool  # one keyframe every memory_interval seconds goes to LMDB
     audio_window: np.ndarray | None = None  # beat envelope around t on a 30/s grid
     reference: np.ndarray | None = None  # the user's image at keyframe size, if any
+    shot: int = 0  # which shot (run of one prompt) of the schedule t is in: PromptSchedule.shot_at
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,7 @@ class Timeline:
             store_in_memory=abs(t / interval - round(t / interval)) < 1e-9,
             audio_window=window,
             reference=reference,
+            shot=spec.schedule.shot_at(t),
         )
 
     def segment(self, k: int) -> SegmentPlan:

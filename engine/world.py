@@ -103,9 +103,29 @@ def _disc(img: np.ndarray, cx: float, cy: float, r: float, color: tuple[int, int
                _SUBPIXEL_BITS)
 
 
+@lru_cache(maxsize=4096)
+def scene_light(seed: int) -> tuple[float, tuple[float, float, float], float]:
+    """Per-job look of the backdrop: brightness gain, color cast (RGB offsets) and horizon
+    shift. Large enough to see at keyframe size, so a seed's scene is an identity a model
+    must draw once and then keep (the replay memory's job), not only a texture detail."""
+    rng = np.random.default_rng([seed, 0x11647])
+    gain = float(rng.uniform(0.82, 1.12))
+    warmth, green = rng.uniform(-1.0, 1.0, 2)
+    cast = (20.0 * warmth, 10.0 * green, -20.0 * warmth)
+    return gain, (float(cast[0]), float(cast[1]), float(cast[2])), float(rng.uniform(-0.07, 0.07))
+
+
 @lru_cache(maxsize=16)
 def background(name: str, width: int, height: int, seed: int) -> np.ndarray:
     """Static backdrop [H, W, 3] uint8; cached because every frame starts from it."""
+    gain, cast, shift = scene_light(seed)
+    img = _backdrop(name, width, height, seed, shift).astype(np.float32)
+    img = np.clip(img * gain + np.array(cast, np.float32), 0, 255)
+    return np.ascontiguousarray((img + 0.5).astype(np.uint8))
+
+
+def _backdrop(name: str, width: int, height: int, seed: int, shift: float) -> np.ndarray:
+    """The backdrop before the job's light; `shift` moves the horizon (fraction of height)."""
     h, w = height, width
     rng = np.random.default_rng([seed, 0xB6])
     m = min(w, h)
@@ -118,30 +138,29 @@ def background(name: str, width: int, height: int, seed: int) -> np.ndarray:
         _disc(img, 0.18 * w, 0.16 * h, 0.05 * m, (225, 225, 205))
         return img
     if name == "sunset":
-        img = _vertical_gradient(h, w, [(0.0, (70, 40, 110)), (0.45, (210, 90, 90)),
-                                        (0.7, (250, 160, 70)), (0.7001, (70, 35, 55)),
+        horizon = 0.7 + shift
+        img = _vertical_gradient(h, w, [(0.0, (70, 40, 110)), (horizon - 0.25, (210, 90, 90)),
+                                        (horizon, (250, 160, 70)), (horizon + 1e-4, (70, 35, 55)),
                                         (1.0, (40, 20, 40))])
         img = np.ascontiguousarray(img.astype(np.uint8))
-        _disc(img, 0.5 * w, 0.7 * h, 0.1 * m, (255, 200, 90))
-        img[int(0.7 * h):] = _vertical_gradient(h - int(0.7 * h), w,
-                                                [(0.0, (70, 35, 55)), (1.0, (40, 20, 40))])
+        _disc(img, 0.5 * w, horizon * h, 0.1 * m, (255, 200, 90))
+        img[int(horizon * h):] = _vertical_gradient(h - int(horizon * h), w,
+                                                    [(0.0, (70, 35, 55)), (1.0, (40, 20, 40))])
         return img
     if name == "meadow":
-        horizon = 0.55
+        horizon = 0.55 + shift
         img = _vertical_gradient(h, w, [(0.0, (110, 170, 235)), (horizon, (200, 230, 250)),
                                         (horizon + 1e-4, (70, 160, 60)), (1.0, (35, 110, 30))])
         noise = _smooth_noise(rng, h, w, 12)[..., None] * np.array([10.0, 18.0, 8.0])
         ground = np.arange(h)[:, None, None] >= horizon * h
-        img = np.clip(img + noise * ground, 0, 255)
-        return np.ascontiguousarray(img.astype(np.uint8))
+        return np.clip(img + noise * ground, 0, 255)
     if name == "ocean":
-        horizon = 0.45
+        horizon = 0.45 + shift
         img = _vertical_gradient(h, w, [(0.0, (120, 180, 240)), (horizon, (210, 235, 250)),
                                         (horizon + 1e-4, (25, 100, 175)), (1.0, (10, 45, 105))])
         ys = np.arange(h)[:, None, None] / h
         waves = 12.0 * np.sin(ys * 90.0 + _smooth_noise(rng, h, w, 6)[..., None] * 2.0)
-        img = np.clip(img + waves * (ys > horizon), 0, 255)
-        return np.ascontiguousarray(img.astype(np.uint8))
+        return np.clip(img + waves * (ys > horizon), 0, 255)
     # day
     img = _vertical_gradient(h, w, [(0.0, (80, 150, 230)), (1.0, (185, 220, 250))])
     img = np.ascontiguousarray(img.astype(np.uint8))

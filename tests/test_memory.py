@@ -3,6 +3,7 @@ import multiprocessing as mp
 import numpy as np
 import pytest
 
+from engine.schedule import PromptSchedule
 from engine.stages import KeyframeStage
 from memory.replay import ReplayMemory
 from tests.conftest import make_spec, make_timeline
@@ -67,3 +68,22 @@ def test_keyframe_stage_writes_one_entry_every_five_seconds(tmp_path):
         stored = store.get_keyframe(10.0)
         assert np.array_equal(stored.image, results[1].keyframes[-1].image)
         assert stored.meta["model"] == "procedural" and "circle" in stored.meta["prompt"]
+
+
+def test_a_returning_prompt_finds_its_first_remembered_keyframe(tmp_path):
+    a, b = "a red circle orbiting", "a blue square resting"
+    spec = make_spec(tmp_path, duration=60, schedule=PromptSchedule((0.0, 10.0, 40.0), (a, b, a)))
+    timeline = make_timeline(spec)
+    with ReplayMemory(tmp_path) as store:
+        stage = KeyframeStage(timeline, "procedural", store)
+        for k in range(timeline.num_segments):
+            stage.run_segment(k)
+        # Read back from the LMDB file itself: one entry every five seconds, prompts as made.
+        prompts = {m["t"]: m["prompt"] for m in store.metadata()}
+        assert sorted(prompts) == [5.0 * i for i in range(13)] and prompts[10.0] == b
+        view = stage.memory_view(b)
+        # The video's anchor, b's own first entry and the three latest (bounded, whatever the length).
+        assert [k.t for k in view.entries] == [0.0, 10.0, 50.0, 55.0, 60.0]
+        assert [k.prompt for k in view.entries][:2] == [a, b]
+        assert [k.t for k in stage.memory_view(a).entries] == [0.0, 50.0, 55.0, 60.0]
+        assert KeyframeStage(timeline, "procedural", store, use_memory=False).memory_view(a).entries == ()

@@ -80,6 +80,12 @@ def test_single_schedule():
     assert PromptSchedule.single("a red circle").window(0, 100).texts == ("a red circle",)
 
 
+def test_shots_are_runs_of_one_prompt():
+    schedule = PromptSchedule((0.0, 5.0, 10.0, 15.0, 20.0), ("a", "a", "b", "a", "c"))
+    shots = [schedule.shot_at(t) for t in (0.0, 7.0, 12.0, 16.0, 30.0)]
+    assert shots == [0, 0, 2, 3, 4]  # a prompt listed twice in a row is one shot; a return is new
+
+
 def test_without_audio_beats_only_under_dancing_prompts():
     schedule = PromptSchedule((0.0, 2.0, 4.0), ("a red circle bouncing", "a blue star dances",
                                                 "a green square orbiting"))

@@ -243,3 +243,28 @@ def test_shipped_weights_draw_the_prompts_shape_on_unseen_pairs(tmp_path, seed):
         errors = {s: np.abs(alpha - t).mean() for s, t in templates.items()}
         drawn.append(min(errors, key=errors.get))
     assert drawn == [shape for _, shape in HELD_OUT]
+
+
+def test_shipped_weights_bring_a_returning_prompts_scene_back(tmp_path):
+    """A, B, A: the returning shot's backdrop matches A's first shot with the replay memory
+    (the memory holds A's first canvas) and not without it (a new shot draws new noise,
+    and the prompt does not say how the scene is lit)."""
+    from engine.schedule import PromptSchedule
+    from engine.spec import JobSpec
+    from engine.stages import KeyframeStage
+    from engine.timeline import BeatTrack, Timeline
+    from memory.replay import ReplayMemory
+
+    a, b = "a red circle resting on a sunset background", "a blue square spinning on a night background"
+    spec = JobSpec(schedule=PromptSchedule((0.0, 10.0, 20.0), (a, b, a)), duration=30.0, fps=10,
+                   width=64, height=64, seed=4, model="tiny")
+    timeline = Timeline(spec, BeatTrack.metronome(spec.total_frames, spec.fps))
+    distance = {}
+    for use_memory in (True, False):
+        stage = KeyframeStage(timeline, "tiny", ReplayMemory(tmp_path / str(use_memory)), use_memory)
+        made = {kf.t: kf for k in range(timeline.num_segments) for kf in stage.run_segment(k).keyframes}
+        backdrop = {t: kf.latent[:3].astype(np.float32) for t, kf in made.items()}  # the canvas's background
+        first = np.mean([backdrop[t] for t in range(2, 10)], axis=0)
+        back = np.mean([backdrop[t] for t in range(22, 30)], axis=0)
+        distance[use_memory] = float(np.abs(first - back).mean())
+    assert distance[True] < 0.5 * distance[False], distance

@@ -35,8 +35,9 @@ class Keyframe:
 class MemoryView:
     """Read-only keyframes from the replay memory, oldest first.
 
-    The keyframe actor reads them from LMDB and ships them with each segment's
-    keyframes, so segment workers on other nodes need no access to the store.
+    The keyframe actor keeps the ones a model may read (the video's first, each prompt's
+    first, the latest few) beside the LMDB store it writes, and ships them with each
+    segment's keyframes, so segment workers on other nodes need no access to the store.
     """
 
     entries: tuple[Keyframe, ...] = ()

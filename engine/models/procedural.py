@@ -18,6 +18,8 @@ from engine.world import BeatSample, background, draw_subject, subject_state
 
 
 class KeyframeModel:
+    reads_memory = False  # the world itself says what every keyframe shows
+
     def next_keyframe(
         self, plan: KeyframePlan, history: Sequence[Keyframe], memory: MemoryView
     ) -> Keyframe:

@@ -12,7 +12,6 @@ then per frame only cross-fade two backgrounds and warp one sprite: a few millis
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -177,12 +176,15 @@ class KeyframeModel:
         # context is shown the way training showed it: while the prompt holds, the previous
         # canvas comes with a little noise (the model learned that an exact copy of the anchor
         # means "the prompt changed, start over"), and the anchor is the first remembered
-        # keyframe of the current prompt (identity); right after a prompt change the previous
-        # canvas is both context and anchor.
+        # keyframe of the current prompt (identity); right after a change to a prompt the
+        # memory has not seen, the previous canvas is both context and anchor.
         empty = torch.zeros((CANVAS_CHANNELS, CANVAS, CANVAS))
         prev = _latent(history[-1]) if history else None
         anchor = _anchor_for(plan.prompt, memory)
         changed = prev is not None and history[-1].prompt != plan.prompt
+        if changed and anchor is not None:
+            # A prompt that comes back: the memory holds its scene; continue from there.
+            prev, changed = anchor, False
         if changed:
             anchor = prev
         elif prev is not None:
@@ -192,15 +194,16 @@ class KeyframeModel:
                              anchor if anchor is not None else empty, slot])[None].expand(2, -1, -1, -1)
         flags = torch.tensor([[prev is not None, anchor is not None, image is not None]] * 2,
                              dtype=torch.float32)
-        # Continuing a prompt, sampling starts part-way along the flow from the identity
+        # Continuing a shot, sampling starts part-way along the flow from the identity
         # (the memory's anchor, else the previous canvas) instead of from pure noise
         # (SDEdit): the model redraws the keyframe but keeps the scene it already showed.
-        # The canvas noise is drawn once per prompt, not per keyframe: the world's backdrops
+        # The canvas noise is drawn once per shot, not per keyframe: the world's backdrops
         # stand still, and fresh noise each second redrew the backdrop a little differently
-        # every keyframe (a once-a-second shimmer that also showed as seams).
-        prompt_gen = _generator(plan.seed, 3, zlib.crc32(plan.prompt.encode()))
-        noise = torch.randn((1, CANVAS_CHANNELS, CANVAS, CANVAS), generator=prompt_gen)
-        start = anchor if anchor is not None and not changed else prev if not changed else None
+        # every keyframe (a once-a-second shimmer that also showed as seams). A new shot gets
+        # new noise, so what a returning prompt's scene looked like comes from the memory alone.
+        shot_gen = _generator(plan.seed, 3, plan.shot)
+        noise = torch.randn((1, CANVAS_CHANNELS, CANVAS, CANVAS), generator=shot_gen)
+        start = None if changed else anchor if anchor is not None else prev
         tau0 = CONTINUE_FROM if start is not None else 0.0
         x = noise if start is None else (1 - tau0) * noise + tau0 * start[None]
         steps = max(1, round(SAMPLING_STEPS * (1 - tau0)))
