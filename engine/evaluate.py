@@ -23,7 +23,7 @@ import numpy as np
 from engine.image_input import load_image
 from engine.judge import Judge
 from engine.prompt import COLORS, MOTIONS, SHAPES, parse_prompt
-from engine.schedule import PromptSchedule
+from engine.schedule import PromptSchedule, scene_of
 from engine.spec import JobSpec
 from engine.stages import KeyframeStage, SegmentKeyframes, SegmentStage
 from engine.timeline import BeatTrack, Timeline
@@ -261,7 +261,7 @@ def long_horizon(model: str, judge: Judge, cfg: EvalConfig, log: Callable[[str],
         finally:
             run.close()
         colors, shapes = judge.classify([kf.image for kf in keyframes])
-        scenes = [parse_prompt(kf.prompt) for kf in keyframes]
+        scenes = [scene_of(kf.prompt) for kf in keyframes]  # memoised: two prompts
         hits = [c == s.color and h == s.shape for c, h, s in zip(colors, shapes, scenes, strict=True)]
         # Each shot's scene, skipping its first second (a cut takes a keyframe to settle).
         shot_of = np.minimum((np.array([kf.t for kf in keyframes]) // span).astype(int), shots - 1)

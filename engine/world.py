@@ -103,16 +103,15 @@ def _disc(img: np.ndarray, cx: float, cy: float, r: float, color: tuple[int, int
                _SUBPIXEL_BITS)
 
 
-@lru_cache(maxsize=4096)
-def scene_light(seed: int) -> tuple[float, tuple[float, float, float], float]:
+def scene_light(seed: int) -> tuple[float, np.ndarray, float]:
     """Per-job look of the backdrop: brightness gain, color cast (RGB offsets) and horizon
     shift. Large enough to see at keyframe size, so a seed's scene is an identity a model
     must draw once and then keep (the replay memory's job), not only a texture detail."""
     rng = np.random.default_rng([seed, 0x11647])
     gain = float(rng.uniform(0.82, 1.12))
     warmth, green = rng.uniform(-1.0, 1.0, 2)
-    cast = (20.0 * warmth, 10.0 * green, -20.0 * warmth)
-    return gain, (float(cast[0]), float(cast[1]), float(cast[2])), float(rng.uniform(-0.07, 0.07))
+    cast = np.array([20.0 * warmth, 10.0 * green, -20.0 * warmth], np.float32)
+    return gain, cast, float(rng.uniform(-0.07, 0.07))
 
 
 @lru_cache(maxsize=16)
@@ -120,7 +119,7 @@ def background(name: str, width: int, height: int, seed: int) -> np.ndarray:
     """Static backdrop [H, W, 3] uint8; cached because every frame starts from it."""
     gain, cast, shift = scene_light(seed)
     img = _backdrop(name, width, height, seed, shift).astype(np.float32)
-    img = np.clip(img * gain + np.array(cast, np.float32), 0, 255)
+    img = np.clip(img * gain + cast, 0, 255)
     return np.ascontiguousarray((img + 0.5).astype(np.uint8))
 
 
