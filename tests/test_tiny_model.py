@@ -34,7 +34,7 @@ from engine.models.tiny.modules import (
     TinyVideoModel,
 )
 from engine.models.tiny.tokenizer import CLS, MAX_TOKENS, PAD, VOCAB_SIZE, tokenize
-from engine.models.tiny.train import TrainConfig, losses
+from engine.models.tiny.train import TrainConfig, losses, rollout
 from engine.prompt import SHAPES, parse_prompt
 from engine.timeline import AUDIO_WINDOW
 from engine.world import BeatSample, background, draw_subject, subject_state
@@ -163,6 +163,27 @@ def test_a_training_step_lowers_the_loss():
         loss.backward()
         opt.step()
     assert total() < 0.7 * before
+
+
+def test_pose_rollout_feeds_the_models_own_keyframes_back_as_history():
+    batch = BatchMaker(3).pose_batch(64)
+    steps = batch["steps"]
+    world = batch["history"].reshape(64, HISTORY, -1)
+    assert steps.max() >= 2 and (steps == 0).any() and (world[steps > 0, -1, -1] == 0).any()
+    model = TinyVideoModel(TINY).eval()
+    b = {k: torch.from_numpy(v) for k, v in batch.items()}
+    cond = model.condition(b["ids"], None, torch.zeros(64, dtype=torch.bool), b["envelope"])
+    rolled = rollout(model, cond, b, torch.Generator().manual_seed(0)).view(64, HISTORY, -1).numpy()
+    for i, k in enumerate(steps):
+        if k == 0:
+            assert np.array_equal(rolled[i], world[i])
+            continue
+        kept = HISTORY - min(k, HISTORY)
+        assert np.array_equal(rolled[i, :kept], world[i, k:k + kept])  # shifted, not changed
+        drawn = rolled[i, kept:]
+        assert (drawn[:, 5] == 1).all() and (drawn[:, 2] >= 0.2).all()
+        assert np.allclose(np.hypot(drawn[:, 3], drawn[:, 4]), 1.0, atol=1e-5)  # stored as a keyframe's
+        assert not np.allclose(drawn[:, :2], world[i, -len(drawn):, :2])
 
 
 # -- the shipped weights ---------------------------------------------------------------------

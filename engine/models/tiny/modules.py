@@ -349,3 +349,25 @@ def normalise_pose(pose: torch.Tensor) -> torch.Tensor:
 
 def denormalise_pose(z: torch.Tensor) -> torch.Tensor:
     return z / z.new_tensor(POSE_SPREAD) + z.new_tensor(POSE_CENTER)
+
+
+POSE_SAMPLING_STEPS = 8
+# Poses are sampled from narrowed noise: the world's motion is nearly determined by the last
+# poses, and full-width samples spaced keyframes unevenly (the speed jumped every second).
+# Seam ratio on smooth-motion clips, mean of 3: 1.33 at 0.5, 1.19 at 0.25, 1.15 at 0.1.
+POSE_TEMPERATURE = 0.25
+
+
+def sample_pose(model: TinyVideoModel, noise: torch.Tensor, cond: torch.Tensor,
+                history: torch.Tensor, beat: torch.Tensor, steps: int = POSE_SAMPLING_STEPS
+                ) -> torch.Tensor:
+    """Integrate the pose flow from `noise` [B, 5] (Euler): the next pose [B, 5], tidied the way
+    a keyframe stores it (unit cos/sin, scale at least 0.2). Inference and the training rollout
+    share it, so the model learns from the poses it will really be fed back."""
+    z = noise
+    for i in range(steps):
+        tau = torch.full((len(z),), i / steps)
+        z = z + model.pose(z, tau, cond, history, beat) / steps
+    pose = denormalise_pose(z)
+    turn = F.normalize(pose[:, 3:5], dim=-1)
+    return torch.cat([pose[:, :2], pose[:, 2:3].clamp(min=0.2), turn], dim=-1)

@@ -27,6 +27,7 @@ from engine.models.tiny.data import trajectory_baseline, trajectory_features
 from engine.models.tiny.layers import (
     CANVAS,
     CANVAS_CHANNELS,
+    POSE_DIM,
     Pose,
     composite,
     crop_sprite,
@@ -37,9 +38,10 @@ from engine.models.tiny.layers import (
 from engine.models.tiny.modules import (
     HISTORY,
     IMAGE_SLOT,
+    POSE_TEMPERATURE,
     TRAJ_SPREAD,
     TinyVideoModel,
-    denormalise_pose,
+    sample_pose,
 )
 from engine.models.tiny.tokenizer import tokenize
 from engine.timeline import AUDIO_WINDOW, KeyframePlan, SegmentPlan
@@ -51,10 +53,6 @@ GUIDANCE = 4.0
 # 4.0, 25.1 dB at 1.0, `lvp eval`).
 IMAGE_GUIDANCE = 1.0
 CONTEXT_NOISE = 0.1  # within the range of the training augmentation (0 to 0.25)
-# Poses are sampled from narrowed noise: the world's motion is nearly determined by the last
-# poses, and full-width samples spaced keyframes unevenly (the speed jumped every second).
-# Seam ratio on smooth-motion clips, mean of 3: 1.33 at 0.5, 1.19 at 0.25, 1.15 at 0.1.
-POSE_TEMPERATURE = 0.25
 CONTINUE_FROM = 0.75  # flow time a continuing keyframe starts at (0: pure noise, 1: a copy)
 # A continuing keyframe starts from the prompt's own canvas, which already shows the prompt:
 # guidance (and its unconditional pass, half of Stage 1's time) adds nothing there. Measured
@@ -164,13 +162,10 @@ class KeyframeModel:
             pose_cond = self._condition(plan.prompt, plan, None)[0][:1] if image else cond[0][:1]
             # The first pose is drawn at full width: it is where seeds differ.
             temperature = POSE_TEMPERATURE if history else 1.0
-            z = temperature * torch.randn((1, 5), generator=gen)
-            for i in range(SAMPLING_STEPS):
-                tau = torch.full((1,), i / SAMPLING_STEPS)
-                z = z + model.pose(z, tau, pose_cond, torch.from_numpy(hist.reshape(1, -1)),
-                                   torch.tensor([beat], dtype=torch.float32)) / SAMPLING_STEPS
-            pose = Pose.from_vector(denormalise_pose(z)[0].numpy())
-            pose = Pose(pose.x, pose.y, max(pose.scale, 0.2), pose.angle)
+            noise = temperature * torch.randn((1, POSE_DIM), generator=gen)
+            drawn = sample_pose(model, noise, pose_cond, torch.from_numpy(hist.reshape(1, -1)),
+                                torch.tensor([beat], dtype=torch.float32))
+            pose = Pose.from_vector(drawn[0].numpy())
 
         # The layered canvas, conditioned on the previous one and the memory's anchor. The
         # context is shown the way training showed it: while the prompt holds, the previous

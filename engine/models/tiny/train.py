@@ -28,7 +28,16 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from engine.models.tiny.data import BatchMaker
-from engine.models.tiny.modules import NUM_COLORS, TRAJ_SPREAD, TinyVideoModel, normalise_pose
+from engine.models.tiny.layers import POSE_DIM
+from engine.models.tiny.modules import (
+    HISTORY,
+    NUM_COLORS,
+    POSE_TEMPERATURE,
+    TRAJ_SPREAD,
+    TinyVideoModel,
+    normalise_pose,
+    sample_pose,
+)
 
 CONTRASTIVE_TEMPERATURE = 0.1
 # Per canvas channel (background RGB, sprite RGB, alpha): the background's texture is
@@ -91,6 +100,31 @@ class WorldBatches(torch.utils.data.IterableDataset):
             }
 
 
+def rollout(model: TinyVideoModel, cond: torch.Tensor, b: dict[str, torch.Tensor],
+            gen: torch.Generator) -> torch.Tensor:
+    """The history each pose sample is trained from: the world's, then `steps` keyframes the
+    model draws itself, as at inference (narrowed noise once there is a history)."""
+    history = b["history"].view(len(cond), HISTORY, -1)
+    with torch.no_grad():
+        for j in range(int(b["steps"].max())):
+            temperature = torch.where(history[:, -1, -1] > 0, POSE_TEMPERATURE, 1.0)[:, None]
+            noise = temperature * torch.randn((len(cond), POSE_DIM), generator=gen)
+            pose = sample_pose(model, noise, cond, history.flatten(1), b["beats"][:, j])
+            drawn = torch.cat([pose, torch.ones_like(pose[:, :1])], dim=-1)
+            pushed = torch.cat([history[:, 1:], drawn[:, None]], dim=1)
+            history = torch.where((b["steps"] > j)[:, None, None], pushed, history)
+    return history.flatten(1)
+
+
+def pose_loss(model: TinyVideoModel, b: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
+    cond = model.condition(b["ids"], None, torch.zeros(len(b["ids"]), dtype=torch.bool), b["envelope"])
+    history = rollout(model, cond.detach(), b, gen)
+    rows = torch.arange(len(cond))
+    target, beat = b["future"][rows, b["steps"]], b["beats"][rows, b["steps"]]
+    xt, tau, velocity = flow_pair(normalise_pose(target), gen)
+    return F.mse_loss(model.pose(xt, tau, cond, history, beat), velocity)
+
+
 def losses(model: TinyVideoModel, batches: dict[str, dict[str, np.ndarray]],
            gen: torch.Generator) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
@@ -106,10 +140,7 @@ def losses(model: TinyVideoModel, batches: dict[str, dict[str, np.ndarray]],
     out["attributes"] = 0.2 * (F.cross_entropy(named[:, :NUM_COLORS], b["attributes"][:, 0])
                                + F.cross_entropy(named[:, NUM_COLORS:], b["attributes"][:, 1]))
 
-    b = _t(batches["pose"])
-    cond = model.condition(b["ids"], None, torch.zeros(len(b["ids"]), dtype=torch.bool), b["envelope"])
-    xt, tau, velocity = flow_pair(normalise_pose(b["target"]), gen)
-    out["pose"] = F.mse_loss(model.pose(xt, tau, cond, b["history"], b["beat"]), velocity)
+    out["pose"] = pose_loss(model, _t(batches["pose"]), gen)
 
     b = _t(batches["trajectory"])
     cond = model.condition(b["ids"], None, torch.zeros(len(b["ids"]), dtype=torch.bool), b["envelope"])
