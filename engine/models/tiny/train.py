@@ -101,26 +101,34 @@ class WorldBatches(torch.utils.data.IterableDataset):
 
 
 def rollout(model: TinyVideoModel, cond: torch.Tensor, b: dict[str, torch.Tensor],
-            gen: torch.Generator) -> torch.Tensor:
-    """The history each pose sample is trained from: the world's, then `steps` keyframes the
-    model draws itself, as at inference (narrowed noise once there is a history)."""
-    history = b["history"].view(len(cond), HISTORY, -1)
+            gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The history and target each pose sample is trained on. The model first draws `steps`
+    keyframes itself, as at inference (narrowed noise once there is a history), fed back as
+    history; the target is then the next pose of the candidate clip nearest its last drawn
+    pose (with no rollout: the clip's own pose)."""
+    n = len(cond)
+    history = b["history"].view(n, HISTORY, -1)
+    steps, candidates = b["steps"], b["candidates"]  # candidates [n, CANDIDATES, 2, 5]
+    last = torch.zeros((n, POSE_DIM))
     with torch.no_grad():
-        for j in range(int(b["steps"].max())):
+        for j in range(int(steps.max())):
             temperature = torch.where(history[:, -1, -1] > 0, POSE_TEMPERATURE, 1.0)[:, None]
-            noise = temperature * torch.randn((len(cond), POSE_DIM), generator=gen)
+            noise = temperature * torch.randn((n, POSE_DIM), generator=gen)
             pose = sample_pose(model, noise, cond, history.flatten(1), b["beats"][:, j])
             drawn = torch.cat([pose, torch.ones_like(pose[:, :1])], dim=-1)
-            pushed = torch.cat([history[:, 1:], drawn[:, None]], dim=1)
-            history = torch.where((b["steps"] > j)[:, None, None], pushed, history)
-    return history.flatten(1)
+            active = steps > j
+            history = torch.where(active[:, None, None], torch.cat([history[:, 1:], drawn[:, None]], 1),
+                                  history)
+            last = torch.where(active[:, None], pose, last)
+    gap = ((normalise_pose(candidates[:, :, 0]) - normalise_pose(last)[:, None]) ** 2).sum(-1)
+    best = torch.where(steps > 0, gap.argmin(1), 0)
+    return history.flatten(1), candidates[torch.arange(n), best, 1]
 
 
 def pose_loss(model: TinyVideoModel, b: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
     cond = model.condition(b["ids"], None, torch.zeros(len(b["ids"]), dtype=torch.bool), b["envelope"])
-    history = rollout(model, cond.detach(), b, gen)
-    rows = torch.arange(len(cond))
-    target, beat = b["future"][rows, b["steps"]], b["beats"][rows, b["steps"]]
+    history, target = rollout(model, cond.detach(), b, gen)
+    beat = b["beats"][torch.arange(len(cond)), b["steps"]]
     xt, tau, velocity = flow_pair(normalise_pose(target), gen)
     return F.mse_loss(model.pose(xt, tau, cond, history, beat), velocity)
 
