@@ -144,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weights file to write (default: ./tiny.safetensors)")
     t.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="torch threads (default: all cores)")
+    t.add_argument("--refit-pose", type=Path, metavar="WEIGHTS",
+                   help="instead of training from scratch, refit only the pose model of WEIGHTS on "
+                        "its own rollouts (1500 steps, about 3 minutes; the shipped weights' second "
+                        "step, which keeps long motions such as an orbit from drifting)")
 
     e = sub.add_parser("eval", help="measure the tiny model and the procedural oracle",
                        description="Prompt adherence on held-out color-shape pairs, image "
@@ -202,12 +206,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_range("--steps", args.steps, 1, 10**9)
     check_range("--threads", args.threads, 1, 1024)
     check_output_file(args.out, "weights")
-    from engine.models.tiny.train import TrainConfig, train
+    if args.refit_pose is not None and not args.refit_pose.is_file():
+        raise InputError(f"--refit-pose: weights not found: {args.refit_pose}")
+    from engine.models.tiny.train import RefitConfig, TrainConfig, refit_pose, train
 
-    cfg = TrainConfig(minutes=args.minutes, steps=args.steps or TrainConfig.steps, seed=args.seed,
-                      threads=args.threads)
     command = " ".join(["lvp", *sys.argv[1:]]) if sys.argv[1:2] == ["train"] else "lvp train"
-    manifest = train(cfg, args.out, command, log=lambda line: print(line, file=sys.stderr, flush=True))
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    if args.refit_pose is not None:
+        refit = RefitConfig(steps=args.steps or RefitConfig.steps, seed=args.seed, threads=args.threads)
+        manifest = refit_pose(refit, args.refit_pose, args.out, command, log=log)
+    else:
+        cfg = TrainConfig(minutes=args.minutes, steps=args.steps or TrainConfig.steps, seed=args.seed,
+                          threads=args.threads)
+        manifest = train(cfg, args.out, command, log=log)
     print(f"lvp: wrote {args.out} ({manifest['steps']} steps in {manifest['seconds'] / 60:.1f} min); "
           f"use it with LVP_TINY_WEIGHTS={args.out}", file=sys.stderr)
     return 0

@@ -94,3 +94,11 @@ def test_the_bundled_model_is_the_default():
     assert JobSpec.__dataclass_fields__["model"].default == DEFAULT_BACKEND
     proc, _ = run_lvp("render", "--help")
     assert "default: tiny" in " ".join(proc.stdout.split())
+
+
+def test_train_refit_from_missing_weights_is_one_line_and_exit_2(tmp_path):
+    proc, seconds = run_lvp("train", "--refit-pose", str(tmp_path / "nope.safetensors"),
+                            "--out", str(tmp_path / "w.safetensors"))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "weights not found" in proc.stderr and seconds < 10
+    assert not (tmp_path / "w.safetensors").exists()

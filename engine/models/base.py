@@ -52,6 +52,9 @@ class MemoryView:
 
 
 class KeyframeModel(Protocol):
+    """Stage 1. A backend that never looks at the memory may say so with a class attribute
+    `reads_memory = False` (optional, default True): `lvp eval` then reports no memory gain."""
+
     def next_keyframe(
         self, plan: KeyframePlan, history: Sequence[Keyframe], memory: MemoryView
     ) -> Keyframe: ...

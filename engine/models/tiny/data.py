@@ -36,15 +36,18 @@ HELD_OUT: tuple[tuple[str, str], ...] = (
 COLOR_NAMES = tuple(COLORS)
 SEEDS = 200  # background variety (stars, grass, waves) seen in training
 _ENVELOPE_SECONDS = 70
-# Pose rollout (the pushforward trick against compounding error): a share of pose samples
-# let the model draw 1..POSE_ROLLOUT keyframes itself before the one it learns, so it meets
-# the states its own drift leads to and learns the way back: the target is the next pose of
-# the world clip nearest its last drawn pose, out of CANDIDATES of the scene. Teacher forcing
-# alone let the orbit's radius grow ~4% per keyframe (the subject left the frame in a minute).
-POSE_ROLLOUT = 16
+# Pose rollout (the pushforward trick against compounding error), used by the pose refit
+# (`lvp train --refit-pose`): a share of pose samples let the model draw 1..POSE_ROLLOUT
+# keyframes before the one it learns, and learn the clip's pose there. From a history of the
+# clip this teaches it to steer back from its own small errors; from its own start (no
+# history, or another prompt's) the clip's phase is not the one it drew, so the target is a
+# draw from where the world keeps the subject at that time, which pulls a drifting pose back
+# in. Teacher forcing alone let the orbit's radius grow ~4% per keyframe (the subject left the
+# frame within a minute). Measured and not kept: rollouts from the clip's own history only
+# (radius still grew to ~0.5 in 2 minutes), and rollouts in the whole run from scratch (the
+# orbit collapsed to the centre or lost its precision), see bench/pose_rollouts.py.
+POSE_ROLLOUT = 4
 ROLLOUT_SHARE = 0.5
-CANDIDATES = 32
-CANDIDATE_SEEDS = 4000  # within the world's cache of per-seed phases (fast to look up)
 _OOV = ("shiny", "wooden", "robot", "castle", "happy", "glowing", "ancient", "tiny", "neon", "soft")
 
 
@@ -226,20 +229,19 @@ class BatchMaker:
                 "envelope": np.stack(env), "attributes": np.array(labels, np.int64)}
 
     # -- Stage 1 pose: next keyframe pose from history and beat ----------------------------
-    def pose_batch(self, n: int) -> dict[str, np.ndarray]:
-        """World poses for the pose model: the history before time t and the beat features at
-        t, t+1, .., t+POSE_ROLLOUT. `steps` (k) says how many keyframes the trainer first lets
-        the model draw itself (fed back as history, no gradient) before the one it learns; 0
-        is teacher forcing. `candidates` holds CANDIDATES clips of the scene at t+k-1 and t+k,
-        the clip itself first, then the scene from other seeds (other phases): after a rollout
-        the target is the candidate nearest the model's last drawn pose."""
+    def pose_batch(self, n: int, rollout_share: float = 0.0) -> dict[str, np.ndarray]:
+        """World poses for the pose model: the history before time t, then the clip's poses and
+        beat features at t, t+1, .., t+POSE_ROLLOUT. `steps` says how many of those keyframes
+        the trainer first lets the model draw itself (fed back as history, no gradient) before
+        the one it learns: 0 (teacher forcing) except for a `rollout_share` of the samples."""
         rng = self.rng
-        ids, candidates, history, beats, env, steps = [], [], [], [], [], []
+        ids, future, history, beats, env, steps = [], [], [], [], [], []
         for _ in range(n):
             text, scene = random_scene_prompt(rng)
             clip = self.motion(scene)
             count = int(rng.integers(0, HISTORY + 1))
             t = 0.0 if count == 0 else float(rng.integers(count, 60))
+            angle0 = clip.state(0.0).angle
             past = clip
             if count and rng.random() < 0.15:  # prompt changed since the history
                 past = self.motion(random_scene_prompt(rng)[1])
@@ -247,27 +249,25 @@ class BatchMaker:
             hist = np.zeros((HISTORY, 6), np.float32)
             for j in range(count):
                 tj = t - (count - j)
-                hist[HISTORY - count + j, :5] = past.pose(tj, past.state(0.0).angle)
+                hist[HISTORY - count + j, :5] = past.pose(tj, angle0 if past is clip else
+                                                          past.state(0.0).angle)
                 hist[HISTORY - count + j, 5] = 1.0
-            k = int(rng.integers(1, POSE_ROLLOUT + 1)) if rng.random() < ROLLOUT_SHARE else 0
-            clips = [clip]
-            if k:
-                clips += [Motion(scene, int(rng.integers(CANDIDATE_SEEDS)), clip.energy, clip.phase)
-                          for _ in range(CANDIDATES - 1)]
-            poses = [[c.pose(t + k - 1, a0), c.pose(t + k, a0)]
-                     for c, a0 in ((c, c.state(0.0).angle) for c in clips)]
-            candidates.append(poses + poses[:1] * (CANDIDATES - len(poses)))
-            beat = []
+            poses, beat = [], []
             for j in range(POSE_ROLLOUT + 1):
                 e, p = clip.beat(t + j)
                 _, p_prev = clip.beat(t + j - 1.0)
+                poses.append(clip.pose(t + j, angle0))
                 beat.append([e, p - p_prev if count or j else 0.0])
+            # (no draw at share 0: the teacher-forced stream stays what it was before rollouts)
+            rolls = rollout_share > 0 and rng.random() < rollout_share
+            k = int(rng.integers(1, POSE_ROLLOUT + 1)) if rolls else 0
             ids.append(tokenize(text))
+            future.append(poses)
             history.append(hist.ravel())
             beats.append(beat)
             env.append(audio_window(clip.energy, t + k, BEAT_FPS))
             steps.append(k)
-        return {"ids": np.stack(ids), "candidates": np.array(candidates, np.float32),
+        return {"ids": np.stack(ids), "future": np.array(future, np.float32),
                 "history": np.stack(history), "beats": np.array(beats, np.float32),
                 "envelope": np.stack(env), "steps": np.array(steps, np.int64)}
 

@@ -1,4 +1,5 @@
-"""Train the tiny model on the procedural world (`lvp train`).
+"""Train the tiny model on the procedural world (`lvp train`), then refit its pose model
+on its own rollouts (`lvp train --refit-pose`).
 
 One optimiser step updates every part on its own batch:
   canvas     flow matching on the 32x32 layered canvas (denoising loss)
@@ -9,10 +10,15 @@ One optimiser step updates every part on its own batch:
   probe      the evaluation classifier (color, shape) on world pictures
 Weights are an exponential moving average of the trained ones, saved as safetensors with a
 JSON manifest (hash, command, steps, losses) beside them.
+
+The refit trains the pose model alone, everything else frozen, with half its samples first
+drawing 1-4 keyframes themselves (data.py: POSE_ROLLOUT): Stage 1 feeds every pose back as
+history, and teacher forcing alone leaves small errors free to compound.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -27,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from engine.models.tiny.data import BatchMaker
+from engine.models.tiny.data import ROLLOUT_SHARE, BatchMaker
 from engine.models.tiny.layers import POSE_DIM
 from engine.models.tiny.modules import (
     HISTORY,
@@ -101,34 +107,26 @@ class WorldBatches(torch.utils.data.IterableDataset):
 
 
 def rollout(model: TinyVideoModel, cond: torch.Tensor, b: dict[str, torch.Tensor],
-            gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """The history and target each pose sample is trained on. The model first draws `steps`
-    keyframes itself, as at inference (narrowed noise once there is a history), fed back as
-    history; the target is then the next pose of the candidate clip nearest its last drawn
-    pose (with no rollout: the clip's own pose)."""
-    n = len(cond)
-    history = b["history"].view(n, HISTORY, -1)
-    steps, candidates = b["steps"], b["candidates"]  # candidates [n, CANDIDATES, 2, 5]
-    last = torch.zeros((n, POSE_DIM))
+            gen: torch.Generator) -> torch.Tensor:
+    """The history each pose sample is trained from: the world's, then `steps` keyframes the
+    model draws itself, as at inference (narrowed noise once there is a history)."""
+    history = b["history"].view(len(cond), HISTORY, -1)
     with torch.no_grad():
-        for j in range(int(steps.max())):
+        for j in range(int(b["steps"].max())):
             temperature = torch.where(history[:, -1, -1] > 0, POSE_TEMPERATURE, 1.0)[:, None]
-            noise = temperature * torch.randn((n, POSE_DIM), generator=gen)
+            noise = temperature * torch.randn((len(cond), POSE_DIM), generator=gen)
             pose = sample_pose(model, noise, cond, history.flatten(1), b["beats"][:, j])
             drawn = torch.cat([pose, torch.ones_like(pose[:, :1])], dim=-1)
-            active = steps > j
-            history = torch.where(active[:, None, None], torch.cat([history[:, 1:], drawn[:, None]], 1),
-                                  history)
-            last = torch.where(active[:, None], pose, last)
-    gap = ((normalise_pose(candidates[:, :, 0]) - normalise_pose(last)[:, None]) ** 2).sum(-1)
-    best = torch.where(steps > 0, gap.argmin(1), 0)
-    return history.flatten(1), candidates[torch.arange(n), best, 1]
+            pushed = torch.cat([history[:, 1:], drawn[:, None]], dim=1)
+            history = torch.where((b["steps"] > j)[:, None, None], pushed, history)
+    return history.flatten(1)
 
 
 def pose_loss(model: TinyVideoModel, b: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
     cond = model.condition(b["ids"], None, torch.zeros(len(b["ids"]), dtype=torch.bool), b["envelope"])
-    history, target = rollout(model, cond.detach(), b, gen)
-    beat = b["beats"][torch.arange(len(cond)), b["steps"]]
+    history = rollout(model, cond.detach(), b, gen)
+    rows = torch.arange(len(cond))
+    target, beat = b["future"][rows, b["steps"]], b["beats"][rows, b["steps"]]
     xt, tau, velocity = flow_pair(normalise_pose(target), gen)
     return F.mse_loss(model.pose(xt, tau, cond, history, beat), velocity)
 
@@ -169,6 +167,60 @@ def losses(model: TinyVideoModel, batches: dict[str, dict[str, np.ndarray]],
     b = _t(batches["upsample"])
     out["upsampler"] = F.l1_loss(model.upsampler(b["low"]), b["high"])
     return out
+
+
+@dataclass(frozen=True)
+class RefitConfig:
+    steps: int = 1500
+    seed: int = 0
+    lr: float = 3e-4
+    ema: float = 0.999
+    pose_batch: int = 128
+    rollout_share: float = ROLLOUT_SHARE
+    threads: int = 2
+
+
+def refit_pose(cfg: RefitConfig, base: Path, out: Path, command: str, log=print) -> dict:
+    """Refit the pose model of the weights in `base` on its own rollouts (about 3 minutes on
+    2 cores); every other part keeps its weights. The manifest keeps the base's beside it."""
+    from engine.models.tiny.pipeline import load_model  # the inference loader (fp16 -> fp32)
+
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    maker = BatchMaker(cfg.seed)
+    model = TinyVideoModel()
+    model.load_state_dict(load_model(base).state_dict())
+    model.requires_grad_(False)
+    model.pose.requires_grad_(True)
+    ema = copy.deepcopy(model.pose)
+    opt = torch.optim.AdamW(model.pose.parameters(), lr=cfg.lr, weight_decay=0.01)
+    start, running = time.perf_counter(), None
+    for step in range(cfg.steps):
+        for group in opt.param_groups:  # cosine decay to a tenth
+            group["lr"] = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
+        loss = pose_loss(model, _t(maker.pose_batch(cfg.pose_batch, cfg.rollout_share)), gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.pose.parameters(), 1.0)
+        opt.step()
+        decay = min(cfg.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), model.pose.parameters(), strict=True):
+                e.lerp_(p, 1 - decay)
+        value = float(loss.detach())
+        running = value if running is None else 0.98 * running + 0.02 * value
+        if (step + 1) % 100 == 0:
+            log(f"refit step {step + 1} {(time.perf_counter() - start) / 60:.1f} min pose {running:.4f}")
+    model.pose = ema
+    base_manifest = json.loads(Path(base).with_suffix(".json").read_text()) \
+        if Path(base).with_suffix(".json").is_file() else {}
+    return save_weights(model, out, {
+        "command": command, "steps": cfg.steps, "seconds": round(time.perf_counter() - start, 1),
+        "final": True, "config": cfg.__dict__, "losses": {"pose": round(running or 0.0, 5)},
+        "torch": torch.__version__, "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+        "parameters": sum(p.numel() for p in model.parameters()), "base": base_manifest,
+    })
 
 
 def save_weights(model: torch.nn.Module, path: Path, manifest: dict, name: str = "lvp-tiny") -> dict:
