@@ -43,10 +43,12 @@ _ENVELOPE_SECONDS = 70
 # history, or another prompt's) the clip's phase is not the one it drew, so the target is a
 # draw from where the world keeps the subject at that time, which pulls a drifting pose back
 # in. Teacher forcing alone let the orbit's radius grow ~4% per keyframe (the subject left the
-# frame within a minute). Measured and not kept: rollouts from the clip's own history only
-# (radius still grew to ~0.5 in 2 minutes), and rollouts in the whole run from scratch (the
-# orbit collapsed to the centre or lost its precision), see bench/pose_rollouts.py.
-POSE_ROLLOUT = 4
+# frame within a minute). Measured with bench/pose_rollouts.py (orbit, mean distance from the
+# centre over the second half of 300 keyframes, world 0.27): up to 8 keyframes 0.31, up to 4
+# 0.38 (0.38 with twice the steps). Not kept: rollouts from the clip's own history only (the
+# radius still grew to ~0.5 in 2 minutes), and rollouts in the whole run from scratch (the
+# orbit collapsed to the centre or lost its precision).
+POSE_ROLLOUT = 8
 ROLLOUT_SHARE = 0.5
 _OOV = ("shiny", "wooden", "robot", "castle", "happy", "glowing", "ancient", "tiny", "neon", "soft")
 

@@ -12,7 +12,7 @@ Weights are an exponential moving average of the trained ones, saved as safetens
 JSON manifest (hash, command, steps, losses) beside them.
 
 The refit trains the pose model alone, everything else frozen, with half its samples first
-drawing 1-4 keyframes themselves (data.py: POSE_ROLLOUT): Stage 1 feeds every pose back as
+drawing 1-8 keyframes themselves (data.py: POSE_ROLLOUT): Stage 1 feeds every pose back as
 history, and teacher forcing alone leaves small errors free to compound.
 """
 
