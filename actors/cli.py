@@ -134,7 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train the tiny model from scratch on data drawn from the "
                                    "procedural world (seeded, reproducible). Writes safetensors "
                                    "weights plus a JSON manifest (hash, command, losses). Use "
-                                   "them with LVP_TINY_WEIGHTS=FILE lvp render ...",
+                                   "them with LVP_TINY_WEIGHTS=FILE lvp render ...\n\n"
+                                   "The shipped weights are two steps:\n"
+                                   "  lvp train --minutes 55 --seed 0 --out base.safetensors\n"
+                                   "  lvp train --refit-pose base.safetensors --seed 0 "
+                                   "--out tiny.safetensors",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--minutes", type=float, default=55.0,
                    help="wall-clock training budget (default: 55, what the shipped weights used)")
@@ -221,6 +225,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         manifest = train(cfg, args.out, command, log=log)
     print(f"lvp: wrote {args.out} ({manifest['steps']} steps in {manifest['seconds'] / 60:.1f} min); "
           f"use it with LVP_TINY_WEIGHTS={args.out}", file=sys.stderr)
+    if args.refit_pose is None:
+        print(f"lvp: the shipped recipe then refits the pose model (about 3 min): "
+              f"lvp train --refit-pose {args.out} --out REFIT.safetensors", file=sys.stderr)
     return 0
 
 
