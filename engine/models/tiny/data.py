@@ -233,7 +233,7 @@ class BatchMaker:
     # -- Stage 1 pose: next keyframe pose from history and beat ----------------------------
     def pose_batch(self, n: int, rollout_share: float = 0.0) -> dict[str, np.ndarray]:
         """World poses for the pose model: the history before time t, then the clip's poses and
-        beat features at t, t+1, .., t+POSE_ROLLOUT. `steps` says how many of those keyframes
+        beat features at t, t+1, .., t+k (zeros after). `steps` (k) says how many of those keyframes
         the trainer first lets the model draw itself (fed back as history, no gradient) before
         the one it learns: 0 (teacher forcing) except for a `rollout_share` of the samples."""
         rng = self.rng
@@ -254,23 +254,24 @@ class BatchMaker:
                 hist[HISTORY - count + j, :5] = past.pose(tj, angle0 if past is clip else
                                                           past.state(0.0).angle)
                 hist[HISTORY - count + j, 5] = 1.0
-            poses, beat = [], []
-            for j in range(POSE_ROLLOUT + 1):
-                e, p = clip.beat(t + j)
-                _, p_prev = clip.beat(t + j - 1.0)
-                poses.append(clip.pose(t + j, angle0))
-                beat.append([e, p - p_prev if count or j else 0.0])
             # (no draw at share 0: the teacher-forced stream stays what it was before rollouts)
             rolls = rollout_share > 0 and rng.random() < rollout_share
             k = int(rng.integers(1, POSE_ROLLOUT + 1)) if rolls else 0
+            poses = np.zeros((POSE_ROLLOUT + 1, 5), np.float32)  # only keyframes 0..k are read
+            beat = np.zeros((POSE_ROLLOUT + 1, 2), np.float32)
+            for j in range(k + 1):
+                e, p = clip.beat(t + j)
+                _, p_prev = clip.beat(t + j - 1.0)
+                poses[j] = clip.pose(t + j, angle0)
+                beat[j] = [e, p - p_prev if count or j else 0.0]
             ids.append(tokenize(text))
             future.append(poses)
             history.append(hist.ravel())
             beats.append(beat)
             env.append(audio_window(clip.energy, t + k, BEAT_FPS))
             steps.append(k)
-        return {"ids": np.stack(ids), "future": np.array(future, np.float32),
-                "history": np.stack(history), "beats": np.array(beats, np.float32),
+        return {"ids": np.stack(ids), "future": np.stack(future),
+                "history": np.stack(history), "beats": np.stack(beats),
                 "envelope": np.stack(env), "steps": np.array(steps, np.int64)}
 
     # -- Stage 2 trajectory: pose at any frame between keyframes ---------------------------

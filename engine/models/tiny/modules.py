@@ -359,15 +359,14 @@ POSE_TEMPERATURE = 0.25
 
 
 def sample_pose(model: TinyVideoModel, noise: torch.Tensor, cond: torch.Tensor,
-                history: torch.Tensor, beat: torch.Tensor, steps: int = POSE_SAMPLING_STEPS
-                ) -> torch.Tensor:
+                history: torch.Tensor, beat: torch.Tensor) -> torch.Tensor:
     """Integrate the pose flow from `noise` [B, 5] (Euler): the next pose [B, 5], tidied the way
     a keyframe stores it (unit cos/sin, scale at least 0.2). Inference and the training rollout
     share it, so the model learns from the poses it will really be fed back."""
     z = noise
-    for i in range(steps):
-        tau = torch.full((len(z),), i / steps)
-        z = z + model.pose(z, tau, cond, history, beat) / steps
+    for i in range(POSE_SAMPLING_STEPS):
+        tau = torch.full((len(z),), i / POSE_SAMPLING_STEPS)
+        z = z + model.pose(z, tau, cond, history, beat) / POSE_SAMPLING_STEPS
     pose = denormalise_pose(z)
     turn = F.normalize(pose[:, 3:5], dim=-1)
     return torch.cat([pose[:, :2], pose[:, 2:3].clamp(min=0.2), turn], dim=-1)
