@@ -69,10 +69,12 @@ _STOPWORDS = {
 }
 
 # Every word the parser knows, by role (the bundled model's tokenizer and training prompts use it).
+# Sets are sorted: a set's order follows Python's per-process string hash, and the training
+# prompts pick words by position, so an unsorted set made the seeded data stream differ by run.
 KNOWN_WORDS: dict[str, dict[str, str]] = {
     "color": _COLOR_WORDS, "shape": _SHAPE_WORDS, "motion": _MOTION_WORDS,
-    "background": _BACKGROUND_WORDS, "drift": {w: w for w in _DRIFT_WORDS},
-    "direction": _DIRECTIONS, "stop": {w: w for w in _STOPWORDS},
+    "background": _BACKGROUND_WORDS, "drift": {w: w for w in sorted(_DRIFT_WORDS)},
+    "direction": _DIRECTIONS, "stop": {w: w for w in sorted(_STOPWORDS)},
 }
 
 DEFAULT_COLOR = "white"
