@@ -1,17 +1,18 @@
 """Ray actors: thin shells that hold an engine, memory or stitcher object and forward.
 
-The same objects run in one process in unit tests; here they run across a cluster.
+The same objects run in one process under engine.executor.LocalExecutor.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import ray
 
-from engine.stages import KeyframeStage, RenderedSegment, SegmentKeyframes, SegmentStage
+from engine.models.base import BackendConfig, create_backend
+from engine.stages import KeyframeStage, RenderedSegment, SegmentKeyframes, SegmentStage, rendered_stats
+from engine.stats import SegmentRendered
 from engine.timeline import SegmentPlan, Timeline
 from memory.replay import ReplayMemory
 from stitcher.outputs import OutputConfig, open_sinks
@@ -31,24 +32,14 @@ def _limit_threads(threads: int) -> None:
         sys.modules["torch"].set_num_threads(threads)
 
 
-@dataclass(frozen=True)
-class SegmentInfo:
-    """The small half of a render result: what the driver needs for stats."""
-
-    index: int
-    frames: int
-    render_seconds: float
-    keyframe_seconds: float
-
-
 @ray.remote
 class KeyframeActor:
     """Stage 1 and the only writer of the LMDB replay memory and ledger."""
 
-    def __init__(self, timeline: Timeline, model: str, workdir: str, threads: int = 1) -> None:
+    def __init__(self, timeline: Timeline, backend: str, config: BackendConfig, workdir: str) -> None:
         self.memory = ReplayMemory(Path(workdir))
-        self.stage = KeyframeStage(timeline, model, self.memory)
-        _limit_threads(threads)
+        self.stage = KeyframeStage(timeline, create_backend(backend, config), self.memory)
+        _limit_threads(config.threads)
 
     def put_job(self, info: dict) -> None:
         self.memory.put_job(info)
@@ -67,19 +58,21 @@ class KeyframeActor:
 class SegmentActor:
     """Stage 2: renders whole segments."""
 
-    def __init__(self, model: str, threads: int = 1) -> None:
-        self.stage = SegmentStage(model)
-        _limit_threads(threads)
+    def __init__(self, backend: str, config: BackendConfig) -> None:
+        self.stage = SegmentStage(create_backend(backend, config))
+        _limit_threads(config.threads)
+
+    def ready(self) -> None:
+        """Returns once the constructor (the model load) is done."""
 
     @ray.method(num_returns=2)
     def render(self, plan: SegmentPlan, keys: SegmentKeyframes,
-               after: RenderedSegment | None = None) -> tuple[SegmentInfo, RenderedSegment]:
+               after: RenderedSegment | None = None) -> tuple[SegmentRendered, RenderedSegment]:
         # `after` only exists for the autoregressive-chain baseline of the benchmarks: Ray
         # starts this task once the previous segment is done and ships it here, the way
         # chain extenders condition on the last frames of the segment before.
         segment = self.stage.render(plan, keys)
-        info = SegmentInfo(plan.index, plan.num_frames, segment.model_seconds, keys.model_seconds)
-        return info, segment
+        return rendered_stats(keys, segment), segment
 
 
 @ray.remote
@@ -90,9 +83,11 @@ class StitcherActor:
         self.stitcher = Stitcher(open_sinks(outputs), blend=blend)
         _limit_threads(threads)
 
+    def ready(self) -> None:
+        """Returns once the outputs are open."""
+
     def add(self, segment: RenderedSegment, shared_tail: int) -> StitchStats:
         return self.stitcher.add(segment.index, segment.frame_start, segment.frames, shared_tail)
 
     def close(self) -> int:
-        self.stitcher.close()
-        return self.stitcher.next_frame
+        return self.stitcher.close()

@@ -14,6 +14,7 @@ from engine.schedule import PromptSchedule, parse_clock
 MAX_DURATION = 24 * 3600.0
 MIN_SIDE, MAX_WIDTH, MAX_HEIGHT = 64, 3840, 2160
 AUDIO_MODES = ("loop", "pad")
+KEYFRAME_SHORT_SIDE = 64  # Stage 1 works at low resolution: keyframes have this shorter side
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class JobSpec:
     workers: int = 2
     gpus_per_worker: float = 0.0  # for GPU backends on a cluster; the bundled model needs none
     model: str = "tiny"  # engine.models.base.DEFAULT_BACKEND (a test keeps them equal)
+    weights: Path | None = None  # the backend's weights (None: its bundled default)
     image: Path | None = None
     audio: Path | None = None
     audio_mode: str = "loop"
@@ -48,8 +50,8 @@ class JobSpec:
 
     @property
     def keyframe_size(self) -> tuple[int, int]:
-        """Stage 1 works at low resolution: the shorter side is 64 pixels."""
-        scale = 64.0 / min(self.width, self.height)
+        """Stage 1 works at low resolution: the shorter side is KEYFRAME_SHORT_SIDE pixels."""
+        scale = KEYFRAME_SHORT_SIDE / min(self.width, self.height)
         return max(16, round(self.width * scale / 2) * 2), max(16, round(self.height * scale / 2) * 2)
 
     def summary(self) -> dict:

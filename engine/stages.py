@@ -1,30 +1,30 @@
-"""Stage 1 and Stage 2 as plain objects: Ray actors hold one and forward to it, and
-unit tests run the same objects in one process."""
+"""Stage 1 and Stage 2 as plain objects: executors hold them (in this process or inside Ray
+actors) and forward to them."""
 
 from __future__ import annotations
 
-import bisect
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
 from engine.image_input import load_image
-from engine.models.base import (
-    Keyframe,
-    MemoryView,
-    create_keyframe_model,
-    create_segment_model,
-)
-from engine.timeline import SegmentPlan, Timeline
-from memory.replay import ReplayMemory
+from engine.models.base import Backend, Keyframe, MemoryView
+from engine.stats import SegmentRendered
+from engine.timeline import CONTEXT_KEYFRAMES, SegmentPlan, Timeline
 
 HISTORY = 4  # short-term context: the last few keyframes
 # Long-term context: the video's first keyframe, the first remembered keyframe of the prompt
 # in force (so a prompt that comes back finds its scene again) and the latest few entries.
 MEMORY_RECENT = 3
-CONTEXT = 2  # keyframes beyond each end of a segment that Stage 2 also gets
+
+
+class KeyframeWriter(Protocol):
+    """Where Stage 1 puts the keyframes it remembers (the LMDB replay memory in a render)."""
+
+    def put_keyframe(self, t: float, image: np.ndarray, meta: dict[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,8 @@ class SegmentKeyframes:
     keyframes: tuple[Keyframe, ...]  # the segment's own, both ends included
     memory: MemoryView
     model_seconds: float  # time spent inside the keyframe model
-    # Neighbours' keyframes: the overlap frames at a boundary are rendered by both segments,
-    # and with the same keyframes around them both renders agree, so the seam vanishes.
+    made: int  # keyframes Stage 1 generated for this call (each keyframe is counted once)
+    # Neighbours' keyframes (see CONTEXT_KEYFRAMES).
     before: tuple[Keyframe, ...] = ()
     after: tuple[Keyframe, ...] = ()
 
@@ -60,12 +60,12 @@ class KeyframeStage:
     the ones before it.
     """
 
-    def __init__(self, timeline: Timeline, model: str, memory: ReplayMemory,
+    def __init__(self, timeline: Timeline, backend: Backend, memory: KeyframeWriter,
                  use_memory: bool = True) -> None:
         self.timeline = timeline
         self.use_memory = use_memory  # False: the model never sees the replay memory (ablation)
-        self.model_name = model
-        self.model = create_keyframe_model(model)
+        self.backend = backend
+        self.model = backend.keyframe_model()
         self.memory = memory
         spec = timeline.spec
         self.reference = load_image(spec.image, spec.keyframe_size) if spec.image else None
@@ -74,7 +74,7 @@ class KeyframeStage:
         # bounded, so an unbounded live job does not grow.
         self.prompt_anchors: dict[str, Keyframe] = {}  # each prompt's first remembered keyframe
         self.recent_memory: deque[Keyframe] = deque(maxlen=MEMORY_RECENT)
-        self.track = timeline.all_keyframe_times()  # every keyframe time of the video
+        self.track = timeline.track
         self.made: dict[int, Keyframe] = {}  # position in the track -> keyframe (recent only)
         self.count = 0  # keyframes generated so far == position of the next one
 
@@ -98,13 +98,17 @@ class KeyframeStage:
             keyframe = self.model.next_keyframe(plan, tuple(self.history[-HISTORY:]),
                                                 self.memory_view(plan.prompt))
             seconds += time.perf_counter() - start
+            if not isinstance(keyframe.state, self.backend.state_type):
+                raise TypeError(f"{self.backend.name} keyframe model returned a "
+                                f"{type(keyframe.state).__name__} state, expected "
+                                f"{self.backend.state_type.__name__}")
             self.made[self.count] = keyframe
             self.count += 1
             self.history = [*self.history[-HISTORY:], keyframe]
             if plan.store_in_memory:
                 self.memory.put_keyframe(t, keyframe.image, {
-                    "prompt": keyframe.prompt, "seed": plan.seed, "model": self.model_name,
-                    "index": plan.index, "state": keyframe.state,
+                    "prompt": keyframe.prompt, "seed": plan.seed, "model": self.backend.name,
+                    "index": plan.index, "state": keyframe.state.summary(),
                 })
                 self.prompt_anchors.setdefault(keyframe.prompt, keyframe)
                 self.recent_memory.append(keyframe)
@@ -114,15 +118,15 @@ class KeyframeStage:
         return tuple(self.made[i] for i in range(max(lo, 0), min(hi, self.count)))
 
     def run_segment(self, k: int) -> SegmentKeyframes:
-        own = self.timeline.keyframe_times(k)
-        first = bisect.bisect_left(self.track, own[0] - 1e-9)
-        last = first + len(own) - 1
-        # Stage 1 runs CONTEXT keyframes ahead, so the segment also gets its successor's first ones.
-        seconds = self._generate_through(min(last + CONTEXT, len(self.track) - 1))
+        first, last = self.timeline.track_span(k)
+        before = self.count
+        # Stage 1 runs ahead, so the segment also gets its successor's first keyframes.
+        seconds = self._generate_through(min(last + CONTEXT_KEYFRAMES, len(self.track) - 1))
         keys = SegmentKeyframes(k, self._made(first, last + 1), self.memory_view(), seconds,
-                                before=self._made(first - CONTEXT, first),
-                                after=self._made(last + 1, last + 1 + CONTEXT))
-        for i in [i for i in self.made if i < first - CONTEXT]:
+                                made=self.count - before,
+                                before=self._made(first - CONTEXT_KEYFRAMES, first),
+                                after=self._made(last + 1, last + 1 + CONTEXT_KEYFRAMES))
+        for i in [i for i in self.made if i < first - CONTEXT_KEYFRAMES]:
             del self.made[i]  # nothing older is needed again
         return keys
 
@@ -130,17 +134,29 @@ class KeyframeStage:
 class SegmentStage:
     """Renders whole segments at full frame rate and resolution."""
 
-    def __init__(self, model: str) -> None:
-        self.model = create_segment_model(model)
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.model = backend.segment_model()
 
     def render(self, plan: SegmentPlan, keys: SegmentKeyframes) -> RenderedSegment:
         if keys.index != plan.index:
             raise ValueError(f"keyframes of segment {keys.index} given for segment {plan.index}")
+        keyframes = keys.around()
+        foreign = [k for k in keyframes if not isinstance(k.state, self.backend.state_type)]
+        if foreign:
+            raise ValueError(f"the {self.backend.name} segment model cannot render keyframes with "
+                             f"{type(foreign[0].state).__name__} state (made by another backend)")
         start = time.perf_counter()
-        frames = self.model.render(plan, keys.around(), keys.memory)
+        frames = self.model.render(plan, keyframes, keys.memory)
         seconds = time.perf_counter() - start
         expected = (plan.num_frames, plan.height, plan.width, 3)
         if frames.shape != expected or frames.dtype != np.uint8:
             raise ValueError(f"segment model returned {frames.shape} {frames.dtype}, "
                              f"expected {expected} uint8")
         return RenderedSegment(plan.index, plan.frame_start, frames, seconds)
+
+
+def rendered_stats(keys: SegmentKeyframes, segment: RenderedSegment) -> SegmentRendered:
+    """The small half of a render result: what the loop's stat loggers need."""
+    return SegmentRendered(segment.index, len(segment.frames), segment.model_seconds,
+                           keys.model_seconds, keys.made)

@@ -7,8 +7,10 @@ span plus a few overlap frames on each side, which the stitcher blends.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -18,6 +20,10 @@ from engine.spec import JobSpec
 
 AUDIO_WINDOW = 40  # samples in a keyframe's audio window
 AUDIO_WINDOW_RATE = 30  # samples per second of that window, whatever the video's fps
+# Keyframes beyond each end of a segment that Stage 2 also gets: the overlap frames at a
+# boundary are rendered by both neighbours, and with the same keyframes around them both
+# renders agree, so the seam vanishes.
+CONTEXT_KEYFRAMES = 2
 
 
 def audio_window(energy: np.ndarray, t: float, fps: float) -> np.ndarray:
@@ -49,6 +55,17 @@ class KeyframePlan:
 
 
 @dataclass(frozen=True)
+class KeyframeCue:
+    """What the job says at one keyframe time: the prompt in force and the audio around it."""
+
+    t: float
+    prompt: str
+    beat_energy: float
+    beat_phase: float
+    audio_window: np.ndarray  # [AUDIO_WINDOW] float32: the beat envelope from t - 1 s to t + 1/3 s
+
+
+@dataclass(frozen=True)
 class SegmentPlan:
     """One Stage 2 job: all frames of segment `index`, overlap included."""
 
@@ -65,13 +82,27 @@ class SegmentPlan:
     prompts: PromptSchedule  # the prompts in force during this segment
     beat_energy: np.ndarray  # [frame_stop - frame_start] float32, the audio window
     beat_phase: np.ndarray  # [frame_stop - frame_start] float64, running sum of energy
+    # One per keyframe time Stage 2 may be given: CONTEXT_KEYFRAMES before, own, after.
+    cues: tuple[KeyframeCue, ...] = ()
 
     @property
     def num_frames(self) -> int:
         return self.frame_stop - self.frame_start
 
+    def cue_at(self, t: float) -> KeyframeCue:
+        for cue in self.cues:
+            if abs(cue.t - t) < 1e-6:
+                return cue
+        raise KeyError(f"segment {self.index} has no keyframe cue at t={t:g}")
+
     def frame_times(self) -> np.ndarray:
         return np.arange(self.frame_start, self.frame_stop) / self.fps
+
+
+def beat_phase(energy: np.ndarray, fps: float) -> np.ndarray:
+    """The beat's running integral: at each sample, the sum of the envelope before it, in
+    envelope-seconds (float64)."""
+    return np.concatenate([[0.0], np.cumsum(energy, dtype=np.float64)[:-1]]) / fps
 
 
 @dataclass(frozen=True)
@@ -84,8 +115,7 @@ class BeatTrack:
     @classmethod
     def from_envelope(cls, energy: np.ndarray, fps: int) -> BeatTrack:
         energy = np.asarray(energy, dtype=np.float32)
-        phase = np.concatenate([[0.0], np.cumsum(energy, dtype=np.float64)[:-1]]) / fps
-        return cls(energy, phase)
+        return cls(energy, beat_phase(energy, fps))
 
     @classmethod
     def metronome(cls, total_frames: int, fps: int, bpm: float = 120.0,
@@ -127,6 +157,20 @@ class Timeline:
     def num_segments(self) -> int:
         return math.ceil(self.spec.total_frames / self.frames_per_segment)
 
+    @cached_property
+    def track(self) -> tuple[float, ...]:
+        """Every keyframe time of the video, in order (neighbours share their boundary one)."""
+        times: list[float] = []
+        for k in range(self.num_segments):
+            times.extend(t for t in self.keyframe_times(k) if not times or t > times[-1])
+        return tuple(times)
+
+    def track_span(self, k: int) -> tuple[int, int]:
+        """Positions in `track` of segment k's first and last own keyframe."""
+        own = self.keyframe_times(k)
+        first = bisect.bisect_left(self.track, own[0] - 1e-9)
+        return first, first + len(own) - 1
+
     def keyframe_times(self, k: int) -> tuple[float, ...]:
         t0, t1 = self._span(k)
         times = [float(t) for t in range(math.ceil(t0), math.floor(t1) + 1)]
@@ -135,10 +179,18 @@ class Timeline:
         return tuple(times)
 
     def all_keyframe_times(self) -> list[float]:
-        times: list[float] = []
-        for k in range(self.num_segments):
-            times.extend(t for t in self.keyframe_times(k) if not times or t > times[-1])
-        return times
+        return list(self.track)
+
+    def cue(self, t: float) -> KeyframeCue:
+        energy, phase = self.beats.at(round(t * self.spec.fps))
+        return KeyframeCue(t, self.spec.schedule.text_at(t), energy, phase,
+                           audio_window(self.beats.energy, t, self.spec.fps))
+
+    def shared_tail(self, k: int) -> int:
+        """Frames at the end of segment k that segment k+1 also renders (0 for the last)."""
+        if k + 1 >= self.num_segments:
+            return 0
+        return self.segment(k).frame_stop - self.segment(k + 1).frame_start
 
     def keyframe_plan(self, index: int, t: float, reference: np.ndarray | None = None) -> KeyframePlan:
         spec = self.spec
@@ -168,6 +220,8 @@ class Timeline:
         if k == self.num_segments - 1:
             stop = spec.total_frames
         t0, t1 = self._span(k)
+        first, last = self.track_span(k)
+        around = self.track[max(first - CONTEXT_KEYFRAMES, 0):last + 1 + CONTEXT_KEYFRAMES]
         return SegmentPlan(
             index=k,
             t0=t0,
@@ -182,6 +236,7 @@ class Timeline:
             prompts=spec.schedule.window(start / spec.fps, stop / spec.fps),
             beat_energy=self.beats.energy[start:stop].copy(),
             beat_phase=self.beats.phase[start:stop].copy(),
+            cues=tuple(self.cue(t) for t in around),
         )
 
     def _span(self, k: int) -> tuple[float, float]:

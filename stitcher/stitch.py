@@ -84,8 +84,9 @@ class Stitcher:
             for sink in self.sinks:
                 sink.write(frames)
 
-    def close(self) -> None:
-        """Write any held frames (a final tail with no successor) and close every sink."""
+    def close(self) -> int:
+        """Write any held frames (a final tail with no successor), close every sink, and
+        return the number of frames written in all."""
         try:
             if not self.pending:
                 self._write(self.held)
@@ -97,3 +98,4 @@ class Stitcher:
                 sink.close()
         if self.pending:
             raise RuntimeError(f"stitcher closed while waiting for segment {self.next_index}")
+        return self.next_frame

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import ray
 
-from actors.driver import ray_init_local, run_job
-from actors.metrics import Metrics
+from actors.cluster import ray_init_local
+from cli.job import run_job
+from cli.metrics import PrometheusLogger
 from engine.audio_input import beat_envelope
 from engine.timeline import BeatTrack
 from memory.replay import ReplayMemory
@@ -70,18 +71,24 @@ def test_workers_1_and_2_give_identical_video_with_audio_hls_memory_and_metrics(
         d.mkdir()
         beats = BeatTrack.from_envelope(
             beat_envelope(beat_wav, spec.fps, spec.total_frames, mode="loop"), spec.fps)
-        metrics = Metrics()
+        metrics = PrometheusLogger(spec.fps)
         port = free_port()
         metrics.serve(port)
         try:
-            report = run_job(spec, beats, metrics=metrics)
+            report = run_job(spec, beats, loggers=[metrics])
+            # A real HTTP scrape after the last segment: the metrics agree with the report.
             body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
         finally:
             metrics.stop()
         text = body.decode()
-        assert f"lvp_frames_total {float(spec.total_frames)}" in text
+        assert f"lvp_frames_total {float(report['frames'])}" in text
+        assert report["frames"] == spec.total_frames
         assert "lvp_segments_total 3.0" in text
-        assert 'lvp_stage_seconds_count{stage="render"} 3.0' in text
+        assert "lvp_segments_in_flight 0.0" in text
+        assert f"lvp_keyframes_total {float(len(report['keyframe_times']))}" in text
+        assert report["keyframes_made"] == len(report["keyframe_times"]) == 13
+        for stage in report["stage_seconds"]:  # the report's stage names, also in the metrics
+            assert f'lvp_stage_seconds_count{{stage="{stage}"}} 3.0' in text
         results[workers] = (spec, report)
 
     spec, report = results[2]
@@ -115,7 +122,7 @@ def test_workers_1_and_2_give_identical_video_with_audio_hls_memory_and_metrics(
 def test_memory_commands(local_ray, tmp_path):
     spec = make_spec(tmp_path, duration=11.0, workers=2)
     run_job(spec, BeatTrack.metronome(spec.total_frames, spec.fps))
-    cli = [sys.executable, "-m", "actors.cli", "memory"]
+    cli = [sys.executable, "-m", "cli", "memory"]
     ls = subprocess.run([*cli, "ls", str(spec.workdir)], capture_output=True, text=True)
     assert ls.returncode == 0 and "00:00:05" in ls.stdout and "3 keyframes" in ls.stdout
     show = subprocess.run([*cli, "show", str(spec.workdir), "--at", "00:00:07",
@@ -133,7 +140,7 @@ def test_memory_commands(local_ray, tmp_path):
 
 def test_sigkill_half_way_leaves_a_playable_mp4(tmp_path):
     out = tmp_path / "killed.mp4"
-    cmd = [sys.executable, "-m", "actors.cli", "render", "--prompt",
+    cmd = [sys.executable, "-m", "cli", "render", "--prompt",
            "a green triangle orbiting in a meadow", "--duration", "600", "--fps", "10",
            "--size", "64x64", "--workers", "1", "--quiet", "--out", str(out)]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from engine.models.base import MemoryView
-from engine.models.procedural import SegmentModel
+from engine.models.procedural import ProceduralSegmentModel
 from engine.prompt import parse_prompt
 from engine.world import render_frame, subject_state
 from stitcher.blend import crossfade, flow_blend, hard_cut
@@ -28,16 +28,14 @@ class ListSink:
 
 
 def _render_segments(timeline, perturb=None):
-    model = SegmentModel()
+    model = ProceduralSegmentModel()
     segments = []
     for k in range(timeline.num_segments):
         plan = timeline.segment(k)
         frames = model.render(plan, (), MemoryView())
         if perturb and k % 2 == 1:
             frames = perturb(frames)
-        tail = (plan.frame_stop - timeline.segment(k + 1).frame_start
-                if k + 1 < timeline.num_segments else 0)
-        segments.append((k, plan.frame_start, frames, tail))
+        segments.append((k, plan.frame_start, frames, timeline.shared_tail(k)))
     return segments
 
 
@@ -60,7 +58,7 @@ def test_out_of_order_segments_come_out_in_order_and_complete(tmp_path):
     assert len(in_order) == spec.total_frames
     assert np.array_equal(in_order, shuffled)
     # Segments that agree exactly are passed through: identical to a one-shot render.
-    model = SegmentModel()
+    model = ProceduralSegmentModel()
     whole = make_timeline(make_spec(tmp_path, duration=16, segment_seconds=60, overlap=0,
                                     prompt="a blue square drifting right at sunset"))
     one_shot = model.render(whole.segment(0), (), MemoryView())

@@ -7,19 +7,28 @@ it is the reference every learned backend is measured against.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from engine.models.base import Keyframe, MemoryView
+from engine.models.base import Backend, Capabilities, Keyframe, KeyframeState, MemoryView
 from engine.schedule import scene_of
 from engine.timeline import KeyframePlan, SegmentPlan
 from engine.world import BeatSample, background, draw_subject, subject_state
 
 
-class KeyframeModel:
-    reads_memory = False  # the world itself says what every keyframe shows
+@dataclass(frozen=True)
+class ProceduralState(KeyframeState):
+    """The subject's pose in the world at the keyframe."""
 
+    x: float
+    y: float
+    scale: float
+    angle: float
+
+
+class ProceduralKeyframeModel:
     def next_keyframe(
         self, plan: KeyframePlan, history: Sequence[Keyframe], memory: MemoryView
     ) -> Keyframe:
@@ -31,10 +40,10 @@ class KeyframeModel:
         draw_subject(big, scene, state)
         image = cv2.resize(big, (width, height), interpolation=cv2.INTER_AREA)
         return Keyframe(plan.t, image, plan.prompt,
-                        {"x": state.x, "y": state.y, "scale": state.scale, "angle": state.angle})
+                        ProceduralState(state.x, state.y, state.scale, state.angle))
 
 
-class SegmentModel:
+class ProceduralSegmentModel:
     def render(
         self, plan: SegmentPlan, keyframes: Sequence[Keyframe], memory: MemoryView
     ) -> np.ndarray:
@@ -46,3 +55,16 @@ class SegmentModel:
             frames[i] = background(scene.background, plan.width, plan.height, plan.seed)
             draw_subject(frames[i], scene, state)
         return frames
+
+
+class ProceduralBackend(Backend):
+    name = "procedural"
+    # The world itself says what every keyframe shows: no memory, no image, a known shape.
+    capabilities = Capabilities(strict_prompts=True, reads_memory=False, reads_image=False)
+    state_type = ProceduralState
+
+    def keyframe_model(self) -> ProceduralKeyframeModel:
+        return ProceduralKeyframeModel()
+
+    def segment_model(self) -> ProceduralSegmentModel:
+        return ProceduralSegmentModel()

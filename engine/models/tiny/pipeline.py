@@ -21,9 +21,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from engine.dither import bayer_threshold
 from engine.models.base import Keyframe, MemoryView
-from engine.models.tiny import check_weights
-from engine.models.tiny.data import trajectory_baseline, trajectory_features
 from engine.models.tiny.layers import (
     CANVAS,
     CANVAS_CHANNELS,
@@ -43,27 +42,36 @@ from engine.models.tiny.modules import (
     TinyVideoModel,
     sample_pose,
 )
+from engine.models.tiny.state import TinyState
 from engine.models.tiny.tokenizer import tokenize
+from engine.models.tiny.trajectory import trajectory_baseline, trajectory_features
 from engine.timeline import AUDIO_WINDOW, KeyframePlan, SegmentPlan
 
 SAMPLING_STEPS = 8
 GUIDANCE = 4.0
 # With a reference image the picture already says what to draw: guidance toward the prompt
-# pulls the canvas to the prompt's average look (measured: first keyframe vs image 22.6 dB at
-# 4.0, 25.1 dB at 1.0, `lvp eval`).
+# would pull the canvas to the prompt's average look, away from the picture.
 IMAGE_GUIDANCE = 1.0
 CONTEXT_NOISE = 0.1  # within the range of the training augmentation (0 to 0.25)
 CONTINUE_FROM = 0.75  # flow time a continuing keyframe starts at (0: pure noise, 1: a copy)
 # A continuing keyframe starts from the prompt's own canvas, which already shows the prompt:
-# guidance (and its unconditional pass, half of Stage 1's time) adds nothing there. Measured
-# with `lvp eval`-style runs: shape adherence 0.996 -> 1.000, flicker 0.117 -> 0.082, seam
-# 1.09 -> 1.11, Stage 1 61.7 -> 38.4 ms per keyframe (one thread).
+# guidance (and its unconditional pass, half of Stage 1's time) adds nothing there.
 CONTINUE_GUIDANCE = 1.0
+IMAGE_SIDE = 64  # the image encoder reads 64x64 pictures
 
 
-def load_model(path: str | Path | None = None) -> TinyVideoModel:
-    """The bundled weights (or $LVP_TINY_WEIGHTS, or `path`) as a float32 eval model; cached."""
-    return _load(str(path) if path else str(check_weights()))
+def load_model(path: str | Path) -> TinyVideoModel:
+    """A weights file as a float32 eval model; cached per file."""
+    return _load(str(path))
+
+
+def save_random_weights(path: Path, seed: int = 0) -> Path:
+    """Randomly initialised weights in the shipped format: the contract tests' tiny model."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    save_file({k: v.contiguous() for k, v in TinyVideoModel().state_dict().items()}, str(path))
+    return path
 
 
 @lru_cache(maxsize=2)
@@ -81,13 +89,13 @@ def _generator(seed: int, stage: int, index: int) -> torch.Generator:
 
 def _chw(image: np.ndarray) -> torch.Tensor:
     """[H, W, 3] uint8 -> [1, 3, 64, 64] float in [-1, 1] (the image encoder's input)."""
-    small = cv2.resize(image, (64, 64), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(image, (IMAGE_SIDE, IMAGE_SIDE), interpolation=cv2.INTER_AREA)
     return torch.from_numpy(small.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0)[None]
 
 
-def pose_of(keyframe: Keyframe) -> np.ndarray:
+def pose_of(keyframe: Keyframe[TinyState]) -> np.ndarray:
     s = keyframe.state
-    return Pose(s["x"], s["y"], s["scale"], s["angle"]).vector()
+    return Pose(s.x, s.y, s.scale, s.angle).vector()
 
 
 def upsample_layers(model: TinyVideoModel, canvases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -104,11 +112,11 @@ def upsample_layers(model: TinyVideoModel, canvases: np.ndarray) -> tuple[np.nda
     return up[:n, ..., :3], sprites
 
 
-class KeyframeModel:
+class TinyKeyframeModel:
     """Stage 1. One instance per job (it caches the prompt and image encodings)."""
 
-    def __init__(self) -> None:
-        self.model = load_model()
+    def __init__(self, weights: Path) -> None:
+        self.model = load_model(weights)
         self._reference: tuple[np.ndarray, dict] | None = None
         self._text: tuple[str, tuple[torch.Tensor, ...]] | None = None
 
@@ -143,14 +151,14 @@ class KeyframeModel:
     @torch.inference_mode()
     def next_keyframe(
         self, plan: KeyframePlan, history: Sequence[Keyframe], memory: MemoryView
-    ) -> Keyframe:
+    ) -> Keyframe[TinyState]:
         model = self.model
         image = self._image(plan.reference)
         gen = _generator(plan.seed, 1, plan.index)
         cond = self._condition(plan.prompt, plan, image)
 
         # The subject's pose: from the reference picture for the first keyframe, else sampled.
-        phase_before = history[-1].state.get("phase", 0.0) if history else 0.0
+        phase_before = history[-1].state.beat_phase if history else 0.0
         if image is not None and not history:
             pose = image["pose"]
         else:
@@ -193,9 +201,9 @@ class KeyframeModel:
         # (the memory's anchor, else the previous canvas) instead of from pure noise
         # (SDEdit): the model redraws the keyframe but keeps the scene it already showed.
         # The canvas noise is drawn once per shot, not per keyframe: the world's backdrops
-        # stand still, and fresh noise each second redrew the backdrop a little differently
-        # every keyframe (a once-a-second shimmer that also showed as seams). A new shot gets
-        # new noise, so what a returning prompt's scene looked like comes from the memory alone.
+        # stand still, and fresh noise each second would redraw the backdrop a little
+        # differently every keyframe (a once-a-second shimmer). A new shot gets new noise, so
+        # what a returning prompt's scene looked like comes from the memory alone.
         shot_gen = _generator(plan.seed, 3, plan.shot)
         noise = torch.randn((1, CANVAS_CHANNELS, CANVAS, CANVAS), generator=shot_gen)
         start = None if changed else anchor if anchor is not None else prev
@@ -220,8 +228,7 @@ class KeyframeModel:
             # The first keyframe of an image job: the model draws the subject's sprite from the
             # picture but its backdrop's light from the noise (a scene's light is a seed's, in
             # its world). Redraw it once from the picture's own backdrop, as a continuing
-            # keyframe redraws from its anchor. Measured (`lvp eval` image set, 10 pictures):
-            # mean color off by 10-15 levels and 23.1 dB before.
+            # keyframe redraws from its anchor.
             redraw = torch.cat([image["slot"][None, :3], x[:, 3:]], dim=1)
             x = sample((1 - CONTINUE_FROM) * noise + CONTINUE_FROM * redraw, CONTINUE_FROM)
         canvas = x[0].clamp(-1, 1).numpy()
@@ -231,24 +238,9 @@ class KeyframeModel:
         bg = cv2.resize((backgrounds[0] * 255 + 0.5).astype(np.uint8), (width, height),
                         interpolation=cv2.INTER_LINEAR)
         picture = composite(bg, sprites[0], pose)
-        window = plan.audio_window if plan.audio_window is not None else np.zeros(AUDIO_WINDOW)
-        state = {"x": pose.x, "y": pose.y, "scale": pose.scale, "angle": pose.angle,
-                 "phase": float(plan.beat_phase), "energy": float(plan.beat_energy),
-                 # Stage 2 conditions on the same audio window; its segment's own slice of the
-                 # beat track does not reach 1 s back.
-                 "audio": [round(float(v), 4) for v in window]}
-        return Keyframe(plan.t, picture, plan.prompt, state, latent=canvas.astype(np.float16))
-
-
-@lru_cache(maxsize=8)
-def _bayer(height: int, width: int) -> np.ndarray:
-    """8x8 ordered-dither thresholds in [0, 1), tiled to [height, width, 1]."""
-    m = np.array([[0]])
-    for _ in range(3):
-        m = np.block([[4 * m, 4 * m + 2], [4 * m + 3, 4 * m + 1]])
-    tile = (m + 0.5) / 64.0
-    reps = (height // 8 + 1, width // 8 + 1)
-    return np.ascontiguousarray(np.tile(tile, reps)[:height, :width, None].astype(np.float32))
+        state = TinyState(float(pose.x), float(pose.y), float(pose.scale), float(pose.angle),
+                          float(plan.beat_phase), canvas.astype(np.float16))
+        return Keyframe(plan.t, picture, plan.prompt, state)
 
 
 def _anchor_for(prompt: str, memory: MemoryView) -> torch.Tensor | None:
@@ -259,31 +251,27 @@ def _anchor_for(prompt: str, memory: MemoryView) -> torch.Tensor | None:
     return None
 
 
-def _latent(keyframe: Keyframe) -> torch.Tensor | None:
-    if keyframe.latent is None:
-        return None
-    return torch.from_numpy(keyframe.latent.astype(np.float32))
+def _latent(keyframe: Keyframe[TinyState]) -> torch.Tensor:
+    return torch.from_numpy(keyframe.state.canvas.astype(np.float32))
 
 
-class SegmentModel:
+class TinySegmentModel:
     """Stage 2: whole segments at full frame rate and resolution."""
 
-    def __init__(self) -> None:
-        self.model = load_model()
+    def __init__(self, weights: Path) -> None:
+        self.model = load_model(weights)
 
-    def _interval_condition(self, target: Keyframe) -> torch.Tensor:
+    def _interval_condition(self, plan: SegmentPlan, target: Keyframe) -> torch.Tensor:
         """One condition per interval: the prompt and audio window of the keyframe it leads to."""
-        window = np.asarray(target.state.get("audio", np.zeros(AUDIO_WINDOW)), np.float32)
+        cue = plan.cue_at(target.t)
         with torch.inference_mode():
-            return self.model.condition(torch.from_numpy(tokenize(target.prompt)[None]), None,
+            return self.model.condition(torch.from_numpy(tokenize(cue.prompt)[None]), None,
                                         torch.zeros(1, dtype=torch.bool),
-                                        torch.from_numpy(window[None]))[0]
+                                        torch.from_numpy(cue.audio_window[None]))[0]
 
     def render(
-        self, plan: SegmentPlan, keyframes: Sequence[Keyframe], memory: MemoryView
+        self, plan: SegmentPlan, keyframes: Sequence[Keyframe[TinyState]], memory: MemoryView
     ) -> np.ndarray:
-        if any(k.latent is None for k in keyframes):
-            raise ValueError("the tiny segment model needs keyframes made by the tiny keyframe model")
         model = self.model
         width, height = plan.width, plan.height
         poses = [pose_of(k) for k in keyframes]
@@ -302,38 +290,39 @@ class SegmentModel:
         # Context keyframes beyond the frames' intervals lend only their poses: no upsampled
         # layers for them (the upsampler is most of Stage 2's model time).
         drawn = sorted(set(a_of.tolist()) | set(b_of.tolist()))
-        backgrounds, sprites = upsample_layers(model, np.stack([keyframes[i].latent for i in drawn]))
+        backgrounds, sprites = upsample_layers(model, np.stack([keyframes[i].state.canvas
+                                                                for i in drawn]))
         full_bg = {i: np.clip(cv2.resize(backgrounds[j], (width, height), interpolation=cv2.INTER_CUBIC)
                               * 255.0, 0, 255).astype(np.float32) for j, i in enumerate(drawn)}
         layers = {i: premultiply(sprites[j]) for j, i in enumerate(drawn)}
         # Ordered dithering for the cross-fade: plain rounding flips every pixel whose two
         # backgrounds differ by one level at the same instant, a whole-frame flicker.
-        threshold = _bayer(height, width)
+        threshold = bayer_threshold(height, width)
+
+        phases = [plan.cue_at(k.t).beat_phase for k in keyframes]
 
         def features(a: int, b: int, u: float, energy: float, phase: float) -> np.ndarray:
-            state_a, state_b = keyframes[a].state, keyframes[b].state
             return trajectory_features(
                 poses[a], poses[b], poses[a - 1] if a >= 1 else np.zeros(5, np.float32),
                 poses[b + 1] if b + 1 < n else np.zeros(5, np.float32), a >= 1, b + 1 < n,
                 min(max(u, -0.3), 1.3),  # the range the trajectory model was trained on
-                energy, phase - state_a.get("phase", 0.0),
-                state_b.get("phase", 0.0) - state_a.get("phase", 0.0))
+                energy, phase - phases[a], phases[b] - phases[a])
 
         rows, conds = [], []
         cond_cache: dict[int, torch.Tensor] = {}
         for i, (a, b, u) in enumerate(zip(a_of.tolist(), b_of.tolist(), u_of.tolist(), strict=True)):
             rows.append(features(a, b, u, float(plan.beat_energy[i]), float(plan.beat_phase[i])))
             if a not in cond_cache:
-                cond_cache[a] = self._interval_condition(keyframes[b])
+                cond_cache[a] = self._interval_condition(plan, keyframes[b])
             conds.append(cond_cache[a])
         # The same network at both ends of every interval used: what it adds at the keyframes.
         intervals = sorted(cond_cache)
         for a in intervals:
             b = min(a + 1, n - 1)
             for k in (a, b):
-                rows.append(features(a, b, float(times[k] - times[a]),
-                                     float(keyframes[k].state.get("energy", 0.0)),
-                                     float(keyframes[k].state.get("phase", 0.0))))
+                cue = plan.cue_at(keyframes[k].t)
+                rows.append(features(a, b, float(times[k] - times[a]), cue.beat_energy,
+                                     cue.beat_phase))
                 conds.append(cond_cache[a])
         with torch.inference_mode():
             out = model.trajectory(torch.from_numpy(np.stack(rows)), torch.stack(conds)).numpy()

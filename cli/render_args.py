@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from engine.audio_input import check_audio
 from engine.errors import InputError
 from engine.image_input import check_image
-from engine.models.base import STRICT_PROMPTS, check_backend
+from engine.models.base import BackendConfig, backend_class
 from engine.presets import BASE, resolve
 from engine.schedule import PromptSchedule, read_schedule
 from engine.spec import (
@@ -21,6 +22,7 @@ from engine.spec import (
 )
 
 MAX_WORKERS = 1024
+TINY_WEIGHTS_ENV = "LVP_TINY_WEIGHTS"  # the default for --weights with the tiny model
 
 
 def spec_from_args(args: argparse.Namespace) -> JobSpec:
@@ -39,8 +41,12 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
     check_range("--crf", args.crf, 0, 51)
     check_range("--hls-segment-seconds", args.hls_segment_seconds, 0.5, 30)
     check_range("--seed", args.seed, 0, 2**63 - 1)
-    check_backend(args.model)
-    strict = args.model in STRICT_PROMPTS
+    backend = backend_class(args.model)
+    weights = args.weights
+    if weights is None and args.model == "tiny" and os.environ.get(TINY_WEIGHTS_ENV):
+        weights = Path(os.environ[TINY_WEIGHTS_ENV])
+    backend.check(BackendConfig(weights=weights))
+    strict = backend.capabilities.strict_prompts
 
     if args.prompts is not None:
         schedule = read_schedule(args.prompts, require_subject=strict)
@@ -49,14 +55,16 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
             raise InputError("prompt is empty")
         schedule = PromptSchedule.single(args.prompt)
     warnings = schedule.warnings(require_subject=strict)
+    if args.weights is not None and not backend.capabilities.needs_weights:
+        warnings.append(f"the {args.model} model uses no weights; --weights is ignored")
     late = [t for t in schedule.starts if t >= duration]
     if late:
         warnings.append(f"{len(late)} scheduled prompt(s) start after the video ends")
 
     if args.image is not None:
         check_image(args.image)
-        if args.model == "procedural":
-            warnings.append("the procedural model draws from the prompt and ignores --image")
+        if not backend.capabilities.reads_image:
+            warnings.append(f"the {args.model} model draws from the prompt and ignores --image")
     if args.audio is not None:
         check_audio(args.audio)
 
@@ -83,6 +91,7 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
         workers=args.workers,
         gpus_per_worker=args.gpus_per_worker,
         model=args.model,
+        weights=weights,
         image=args.image,
         audio=args.audio,
         audio_mode=args.audio_mode,

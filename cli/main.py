@@ -12,9 +12,12 @@ import socket
 import sys
 from pathlib import Path
 
+from cli.metrics import DEFAULT_LINGER_SECONDS
 from engine.errors import InputError
 from engine.models.base import BACKENDS, DEFAULT_BACKEND
 from engine.presets import PRESETS
+
+EXECUTORS = ("ray", "local")  # cli.job.EXECUTORS, kept here so --help imports no engine code
 
 EXIT_INPUT = 2
 EXIT_FAILED = 1
@@ -45,9 +48,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def default_workers() -> int:
-    """One segment actor per core beyond the first (1 to 8). On 2 cores with the bundled
-    model a second worker is no faster (bench/bench.py, 120 s of video: 2 workers took
-    1.04x and 1.42x the time of 1 in two runs): Stage 1 and the stitcher keep a core busy."""
+    """One segment actor per core beyond the first (1 to 8): Stage 1 and the stitcher keep
+    a core busy (on 2 cores a second worker is no faster, see bench/RESULTS.md)."""
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
@@ -122,19 +124,29 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--schedule", choices=("parallel", "chain"), default="parallel",
                      help="parallel: keyframes first, segments at once (default); chain: each "
                           "segment waits for the one before (a baseline for benchmarks)")
+    eng.add_argument("--weights", type=Path, default=None,
+                     help="weights file or folder for the model (default: the model's bundled "
+                          "weights; for tiny, $LVP_TINY_WEIGHTS if set)")
+    eng.add_argument("--executor", choices=EXECUTORS, default="ray",
+                     help="ray: stages on Ray actors, segments in parallel (default); local: "
+                          "every stage in this one process, no Ray (debugging; same frames)")
     eng.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                      help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
     eng.add_argument("--metrics-port", type=int,
                      help="serve Prometheus metrics on 127.0.0.1:PORT/metrics")
     eng.add_argument("--metrics-host", default="127.0.0.1",
                      help="address the metrics server binds (default: 127.0.0.1)")
+    eng.add_argument("--metrics-linger", type=float, default=DEFAULT_LINGER_SECONDS,
+                     metavar="SECONDS",
+                     help="keep serving /metrics this long after the job, so a scraper sees the "
+                          f"final values (default: {DEFAULT_LINGER_SECONDS:g}; Ctrl-C ends the wait)")
     eng.add_argument("--quiet", action="store_true", help="no progress bar")
 
     t = sub.add_parser("train", help="train the bundled tiny model on the procedural world",
                        description="Train the tiny model from scratch on data drawn from the "
                                    "procedural world (seeded, reproducible). Writes safetensors "
                                    "weights plus a JSON manifest (hash, command, losses). Use "
-                                   "them with LVP_TINY_WEIGHTS=FILE lvp render ...\n\n"
+                                   "them with lvp render --weights FILE ...\n\n"
                                    "The shipped weights are two steps:\n"
                                    "  lvp train --minutes 55 --seed 0 --out base.safetensors\n"
                                    "  lvp train --refit-pose base.safetensors --seed 0 "
@@ -193,9 +205,9 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_train(args)
         if args.command == "eval":
             return cmd_eval(args)
-        from actors import memory_cli
+        from cli import memory
 
-        return memory_cli.run(args)
+        return memory.run(args)
     except InputError as exc:
         print(f"lvp: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
@@ -212,7 +224,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_output_file(args.out, "weights")
     if args.refit_pose is not None and not args.refit_pose.is_file():
         raise InputError(f"--refit-pose: weights not found: {args.refit_pose}")
-    from engine.models.tiny.train import RefitConfig, TrainConfig, refit_pose, train
+    from training.tiny_train import RefitConfig, TrainConfig, refit_pose, train
 
     command = " ".join(["lvp", *sys.argv[1:]]) if sys.argv[1:2] == ["train"] else "lvp train"
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
@@ -224,7 +236,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                           threads=args.threads)
         manifest = train(cfg, args.out, command, log=log)
     print(f"lvp: wrote {args.out} ({manifest['steps']} steps in {manifest['seconds'] / 60:.1f} min); "
-          f"use it with LVP_TINY_WEIGHTS={args.out}", file=sys.stderr)
+          f"use it with lvp render --weights {args.out}", file=sys.stderr)
     if args.refit_pose is None:
         print(f"lvp: the shipped recipe then refits the pose model (about 3 min): "
               f"lvp train --refit-pose {args.out} --out REFIT.safetensors", file=sys.stderr)
@@ -234,29 +246,32 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from engine.models.base import check_backend
+    from engine.models.base import BackendConfig, backend_class
     from engine.spec import check_output_file
 
-    if args.weights is not None:
-        if not args.weights.is_file():
-            raise InputError(f"weights not found: {args.weights}")
-        os.environ["LVP_TINY_WEIGHTS"] = str(args.weights)
+    if args.weights is not None and not args.weights.is_file():
+        raise InputError(f"weights not found: {args.weights}")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not models:
         raise InputError("--models names no backend")
+    configs = {}
     for name in models:
-        check_backend(name)
-    from engine.judge import JUDGE_WEIGHTS
+        cls = backend_class(name)
+        weights = args.weights if cls.capabilities.needs_weights else None
+        configs[name] = BackendConfig(weights=weights)
+        cls.check(configs[name])
+    from evaluation.judge import JUDGE_WEIGHTS
 
     if not JUDGE_WEIGHTS.is_file():
         raise InputError(f"judge weights not found: {JUDGE_WEIGHTS} (make them with "
-                         "`python -m engine.judge`)")
+                         "`python -m evaluation.judge`)")
     if args.out is not None:
         check_output_file(args.out, "results")
-    from engine.evaluate import EvalConfig, evaluate, table
+    from evaluation.evaluate import EvalConfig, evaluate, table
 
     cfg = EvalConfig(quick=args.quick)
-    results = [evaluate(name, cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
+    results = [evaluate(name, cfg, configs[name],
+                        log=lambda line: print(line, file=sys.stderr, flush=True))
                for name in models]
     payload = {"quick": cfg.quick, "results": results}
     if args.out is not None:
@@ -277,18 +292,25 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from actors.spec_args import spec_from_args
+    import psutil
 
+    from cli.render_args import spec_from_args
+    from engine.stats import JobClock
+
+    # Every time in the report counts from here: the user's clock started at launch.
+    clock = JobClock(launched=psutil.Process().create_time())
     spec = spec_from_args(args)
     if args.metrics_port is not None:
         check_port_free(args.metrics_host, args.metrics_port)
+    if args.metrics_linger < 0:
+        raise InputError(f"--metrics-linger must be 0 or more, got {args.metrics_linger:g}")
     for warning in spec.warnings:
         print(f"lvp: warning: {warning}", file=sys.stderr)
 
     # Validation is done; from here on, real work.
-    from actors.driver import report_path, run_job
-    from actors.metrics import Metrics
-    from actors.progress import ProgressBar
+    from cli.job import report_path, run_job
+    from cli.metrics import PrometheusLogger
+    from cli.progress import ProgressBar
     from engine.audio_input import beat_envelope
     from engine.timeline import BeatTrack
 
@@ -297,32 +319,41 @@ def cmd_render(args: argparse.Namespace) -> int:
         beats = BeatTrack.from_envelope(envelope, spec.fps)
     else:
         beats = BeatTrack.without_audio(spec.schedule, spec.total_frames, spec.fps)
-    metrics = Metrics()
+    metrics = PrometheusLogger(spec.fps)
     if args.metrics_port is not None:
         metrics.serve(args.metrics_port, args.metrics_host)
-    bar = ProgressBar(spec.total_frames, spec.fps, enabled=not args.quiet)
+    bar = ProgressBar(spec.total_frames, spec.fps, enabled=not args.quiet,
+                      launched_seconds_ago=clock.now())
     try:
-        report = run_job(spec, beats, address=args.address, metrics=metrics,
-                         on_progress=bar.update, blend=args.blend,
-                         schedule=args.schedule)
+        try:
+            report = run_job(spec, beats, address=args.address, loggers=[metrics, bar],
+                             blend=args.blend, schedule=args.schedule, executor=args.executor,
+                             clock=clock)
+        finally:
+            bar.close()
     except KeyboardInterrupt:
-        bar.close()
+        metrics.stop()
         print(f"lvp: interrupted; what was rendered is kept (report: {report_path(spec)})",
               file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - one line for the user, details in the report
-        bar.close()
+        metrics.stop()
         print(f"lvp: render failed: {type(exc).__name__}: {exc} "
               f"(partial output kept; report: {report_path(spec)})", file=sys.stderr)
         return EXIT_FAILED
-    finally:
-        metrics.stop()
-    bar.close()
     outputs = [str(p) for p in (spec.out, spec.hls) if p]
     print(f"lvp: wrote {report['frames']} frames ({report['frames'] / spec.fps:.1f} s) to "
           f"{' and '.join(outputs)} in {report['wall_seconds']:.1f} s "
           f"(real-time factor {report['realtime_factor']:.2f}); report: {report_path(spec)}",
           file=sys.stderr)
+    if args.metrics_port is not None and args.metrics_linger > 0:
+        print(f"lvp: serving the final metrics on {args.metrics_host}:{args.metrics_port} for "
+              f"{args.metrics_linger:g} s more (Ctrl-C to stop now)", file=sys.stderr)
+        try:
+            metrics.linger(args.metrics_linger)
+        except KeyboardInterrupt:
+            pass
+    metrics.stop()
     return 0
 
 

@@ -1,0 +1,70 @@
+"""The Ray executor: the render loop's stages as Ray actors.
+
+The keyframe and stitcher actors are pinned to the driver's node (they own the LMDB store and
+the output files); segment actors go wherever the cluster has room. Handles are ObjectRefs:
+a render takes its keyframes' ref and the stitcher takes the render's ref, so frames travel
+actor to actor and the driver only sees small stats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from actors.actors import KeyframeActor, SegmentActor, StitcherActor
+from engine.executor import Executor
+from engine.models.base import BackendConfig
+from engine.timeline import SegmentPlan, Timeline
+from stitcher.outputs import OutputConfig
+
+
+class RayExecutor(Executor):
+    def __init__(self, timeline: Timeline, backend: str, config: BackendConfig, workdir: Path,
+                 outputs: OutputConfig, blend: str, workers: int, gpus_per_worker: float = 0.0) -> None:
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.keyframer = KeyframeActor.options(num_cpus=0.5, scheduling_strategy=here).remote(
+            timeline, backend, config, str(workdir))
+        self.stitcher = StitcherActor.options(num_cpus=0.5, scheduling_strategy=here).remote(
+            outputs, blend)
+        self.segment_actors = [
+            SegmentActor.options(num_cpus=1, num_gpus=gpus_per_worker).remote(backend, config)
+            for _ in range(workers)]
+
+    @property
+    def workers(self) -> int:
+        return len(self.segment_actors)
+
+    def start(self, job: dict[str, Any]) -> None:
+        ray.get([self.keyframer.put_job.remote(job), self.stitcher.ready.remote(),
+                 *[a.ready.remote() for a in self.segment_actors]])
+
+    def keyframes(self, k: int) -> ray.ObjectRef:
+        return self.keyframer.run_segment.remote(k)
+
+    def render(self, worker: int, plan: SegmentPlan, keys: ray.ObjectRef,
+               after: ray.ObjectRef | None = None) -> tuple[ray.ObjectRef, ray.ObjectRef]:
+        return self.segment_actors[worker].render.remote(plan, keys, after)
+
+    def stitch(self, segment: ray.ObjectRef, shared_tail: int) -> ray.ObjectRef:
+        return self.stitcher.add.remote(segment, shared_tail)
+
+    def record(self, k: int, entry: dict[str, Any]) -> ray.ObjectRef:
+        return self.keyframer.mark_segment_done.remote(k, entry)
+
+    def wait(self, handles: Sequence[ray.ObjectRef]) -> list[ray.ObjectRef]:
+        ready, _ = ray.wait(list(handles), num_returns=1)
+        return ready
+
+    def get(self, handles: Sequence[ray.ObjectRef]) -> list[Any]:
+        return ray.get(list(handles)) if handles else []
+
+    def close(self) -> int:
+        """Close the outputs, then the store; both are tried, the first failure is raised."""
+        try:
+            return ray.get(self.stitcher.close.remote())
+        finally:
+            ray.get(self.keyframer.close.remote())

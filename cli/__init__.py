@@ -1,0 +1,1 @@
+"""The `lvp` command line: the one package that knows every other."""

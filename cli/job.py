@@ -1,0 +1,175 @@
+"""Run one render job: build the stages on an executor, run the loop, write the report."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from engine.executor import Executor, LocalExecutor
+from engine.loop import LoopConfig, run_loop
+from engine.models.base import BackendConfig, create_backend
+from engine.spec import JobSpec
+from engine.stages import KeyframeStage, SegmentStage
+from engine.stats import JobClock, RunTotals, StatLogger, StatLoggers
+from engine.timeline import BeatTrack, Timeline
+from memory.replay import STORE_NAME, ReplayMemory
+from stitcher.audio_track import AudioInput
+from stitcher.outputs import OutputConfig, open_sinks
+from stitcher.stitch import Stitcher
+
+EXECUTORS = ("ray", "local")
+
+
+def output_config(spec: JobSpec) -> OutputConfig:
+    audio = AudioInput(str(spec.audio), spec.audio_mode) if spec.audio else None
+    return OutputConfig(fps=spec.fps, width=spec.width, height=spec.height, mp4=spec.out,
+                        hls=spec.hls, audio=audio, hls_segment_seconds=spec.hls_segment_seconds,
+                        crf=spec.crf, preset=spec.encoder_preset)
+
+
+def backend_config(spec: JobSpec) -> BackendConfig:
+    return BackendConfig(weights=spec.weights, threads=1)
+
+
+def prepare_workdir(workdir: Path) -> None:
+    """A new job starts with an empty replay memory: old keyframes belong to another video."""
+    store = workdir / STORE_NAME
+    if store.exists():
+        shutil.rmtree(store)
+    workdir.mkdir(parents=True, exist_ok=True)
+
+
+def local_executor(timeline: Timeline, spec: JobSpec, blend: str) -> LocalExecutor:
+    """Every stage in this process, on the same objects the Ray actors hold."""
+    backend = create_backend(spec.model, backend_config(spec))
+    memory = ReplayMemory(spec.workdir)
+    try:
+        keyframes = KeyframeStage(timeline, backend, memory)
+        segments = SegmentStage(backend)
+        stitcher = Stitcher(open_sinks(output_config(spec)), blend=blend)
+    except BaseException:
+        memory.close()
+        raise
+    return LocalExecutor(keyframes, segments, stitcher, memory)
+
+
+def run_job(
+    spec: JobSpec,
+    beats: BeatTrack,
+    address: str | None = None,
+    loggers: Sequence[StatLogger] = (),
+    blend: str = "flow",
+    schedule: str = "parallel",
+    executor: str = "ray",
+    clock: JobClock | None = None,
+) -> dict:
+    """Render one job; returns the run report (a JSON-ready dict), also written to disk.
+
+    `clock.launched` is when the user asked for the job (the lvp process's start time), so
+    the report's times include start-up. A failure is recorded in the report and re-raised.
+    """
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}")
+    clock = clock or JobClock()
+    timeline = Timeline(spec, beats)
+    totals = RunTotals(spec.fps)
+    stats = StatLoggers([totals, *loggers])
+    cfg = LoopConfig(in_flight=2 * spec.workers, chain=schedule == "chain")
+    started_ray = False
+    status, error = "ok", None
+    runner: Executor | None = None
+    try:
+        prepare_workdir(spec.workdir)
+        if executor == "ray":
+            from actors.cluster import connect
+            from actors.ray_executor import RayExecutor
+
+            started_ray = connect(spec, address, cfg.in_flight)
+            runner = RayExecutor(timeline, spec.model, backend_config(spec), spec.workdir,
+                                 output_config(spec), blend, spec.workers, spec.gpus_per_worker)
+        else:
+            runner = local_executor(timeline, spec, blend)
+        runner.start(spec.summary())
+        stats.ready(clock.now())
+        run_loop(timeline, runner, cfg, stats, clock)
+    except BaseException as exc:  # also Ctrl-C: finish the files before leaving
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        if runner is not None:
+            try:
+                written = runner.close()
+                if written != totals.frames and status == "ok":
+                    status, error = "failed", f"outputs hold {written} frames, {totals.frames} were sent"
+                totals.frames = max(totals.frames, written)
+            except Exception as close_exc:  # noqa: BLE001 - report, never mask the first error
+                error = error or f"closing the outputs or the ledger failed: {close_exc}"
+                status = "failed"
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+        stats.finished(clock.now())
+        report = build_report(spec, timeline, totals, clock.now(), status, error)
+        write_report(spec, report)
+    return report
+
+
+def build_report(spec: JobSpec, timeline: Timeline, totals: RunTotals, wall: float,
+                 status: str, error: str | None) -> dict[str, Any]:
+    from importlib.metadata import version
+
+    from engine import __version__
+
+    segments = [timeline.segment(k) for k in range(timeline.num_segments)]
+    return {
+        "status": status,
+        "error": error,
+        "frames": totals.frames,
+        "expected_frames": spec.total_frames,
+        "fps": spec.fps,
+        "size": [spec.width, spec.height],
+        "duration_seconds": spec.duration,
+        "model": spec.model,
+        "seed": spec.seed,
+        "workers": spec.workers,
+        "overlap_frames": spec.overlap,
+        "outputs": {"mp4": str(spec.out) if spec.out else None,
+                    "hls": str(spec.hls) if spec.hls else None,
+                    "workdir": str(spec.workdir)},
+        "prompts": [{"start": s, "text": t} for s, t in
+                    zip(spec.schedule.starts, spec.schedule.texts, strict=True)],
+        "segments": [{"index": p.index, "frame_start": p.frame_start, "frame_stop": p.frame_stop,
+                      "t0": p.t0, "t1": p.t1} for p in segments],
+        "keyframe_times": list(timeline.track),
+        "keyframes_made": totals.keyframes,
+        "stage_seconds": vars(totals.stage_seconds),
+        **totals.timing(wall),
+        "warnings": list(spec.warnings),
+        "versions": {"lvp": __version__, "python": platform.python_version(),
+                     "ray": version("ray"), "av": version("av"), "numpy": version("numpy"),
+                     "torch": version("torch")},
+        "host": {"cpus": os.cpu_count(), "platform": platform.platform()},
+    }
+
+
+def report_path(spec: JobSpec) -> Path:
+    if spec.report:
+        return spec.report
+    if spec.out:
+        return spec.out.with_suffix(".json")
+    assert spec.hls is not None
+    return spec.hls / "report.json"
+
+
+def write_report(spec: JobSpec, report: dict) -> None:
+    path = report_path(spec)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, path)

@@ -1,0 +1,141 @@
+"""One executor interface for the render loop, and the in-process executor.
+
+An executor runs the three stages somewhere and hands back opaque handles to their results
+(vLLM's engine -> executor -> worker split): the loop in engine/loop.py decides what runs when,
+the executor decides where. `LocalExecutor` runs everything here, at once, in call order
+(tests, `lvp eval`, `lvp render --executor local`); actors/ray_executor.py runs the same stage
+objects in Ray actors, where a handle is an ObjectRef and results flow actor to actor.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from engine.stages import KeyframeStage, RenderedSegment, SegmentStage, rendered_stats
+from engine.stats import SegmentRendered, StitchResult
+from engine.timeline import SegmentPlan
+
+
+class Stitching(Protocol):
+    """Stage 3 (stitcher.stitch.Stitcher): segments in any order, one stream out."""
+
+    def add(self, index: int, frame_start: int, frames: np.ndarray, shared_tail: int) -> StitchResult: ...
+
+    def close(self) -> int: ...  # frames written in all
+
+
+class Ledger(Protocol):
+    """The job's durable record (memory.replay.ReplayMemory)."""
+
+    def put_job(self, info: dict[str, Any]) -> None: ...
+
+    def mark_segment_done(self, index: int, info: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+Handle = Any  # an executor's reference to a result that may not exist yet
+
+
+class Executor(ABC):
+    """Where the stages run. Every method returns at once except `start`, `wait`, `get` and
+    `close`; a failure inside a stage surfaces from `get` (or `start`, `close`)."""
+
+    @property
+    @abstractmethod
+    def workers(self) -> int:
+        """Segment renderers that can work at once."""
+
+    @abstractmethod
+    def start(self, job: dict[str, Any]) -> None:
+        """Record the job in the ledger and wait until every stage is ready to work."""
+
+    @abstractmethod
+    def keyframes(self, k: int) -> Handle:
+        """Stage 1 for segment k (SegmentKeyframes). Calls come in segment order."""
+
+    @abstractmethod
+    def render(self, worker: int, plan: SegmentPlan, keys: Handle,
+               after: Handle | None = None) -> tuple[Handle, Handle]:
+        """Stage 2 on one worker: handles to (SegmentRendered, RenderedSegment). `after`, a
+        previous segment's handle, makes this render wait for it (the chain baseline)."""
+
+    @abstractmethod
+    def stitch(self, segment: Handle, shared_tail: int) -> Handle:
+        """Stage 3 for one rendered segment: a handle to its StitchResult."""
+
+    @abstractmethod
+    def record(self, k: int, entry: dict[str, Any]) -> Handle:
+        """Write segment k's ledger entry: a handle that fails if the write failed."""
+
+    @abstractmethod
+    def wait(self, handles: Sequence[Handle]) -> list[Handle]:
+        """Block until at least one of `handles` is ready; return the ready ones."""
+
+    @abstractmethod
+    def get(self, handles: Sequence[Handle]) -> list[Any]:
+        """The results behind ready handles (raises a stage's failure)."""
+
+    @abstractmethod
+    def close(self) -> int:
+        """Finish the outputs and the ledger, whatever happened; frames written in all."""
+
+
+@dataclass(frozen=True, eq=False)  # compared by identity: the loop keys dicts by handle
+class Done:
+    """A local result: computed when it was asked for."""
+
+    value: Any
+
+
+class LocalExecutor(Executor):
+    """Every stage in this process, computed at the call: the reference the Ray executor
+    must match frame for frame."""
+
+    def __init__(self, keyframes: KeyframeStage, segments: SegmentStage, stitcher: Stitching,
+                 ledger: Ledger) -> None:
+        self.keyframe_stage = keyframes
+        self.segment_stage = segments
+        self.stitcher = stitcher
+        self.ledger = ledger
+
+    @property
+    def workers(self) -> int:
+        return 1
+
+    def start(self, job: dict[str, Any]) -> None:
+        self.ledger.put_job(job)
+
+    def keyframes(self, k: int) -> Done:
+        return Done(self.keyframe_stage.run_segment(k))
+
+    def render(self, worker: int, plan: SegmentPlan, keys: Done,
+               after: Done | None = None) -> tuple[Done, Done]:
+        segment = self.segment_stage.render(plan, keys.value)
+        info: SegmentRendered = rendered_stats(keys.value, segment)
+        return Done(info), Done(segment)
+
+    def stitch(self, segment: Done, shared_tail: int) -> Done:
+        seg: RenderedSegment = segment.value
+        return Done(self.stitcher.add(seg.index, seg.frame_start, seg.frames, shared_tail))
+
+    def record(self, k: int, entry: dict[str, Any]) -> Done:
+        self.ledger.mark_segment_done(k, entry)
+        return Done(None)
+
+    def wait(self, handles: Sequence[Done]) -> list[Done]:
+        return list(handles)
+
+    def get(self, handles: Sequence[Done]) -> list[Any]:
+        return [h.value for h in handles]
+
+    def close(self) -> int:
+        try:
+            return self.stitcher.close()
+        finally:
+            self.ledger.close()

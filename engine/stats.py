@@ -1,0 +1,152 @@
+"""Plain stats the render loop emits, and the stat loggers that consume them.
+
+The loop knows nothing of Prometheus, progress bars or reports: it calls every logger it is
+given (vLLM's stat-logger pattern). Each consumer is one implementation of `StatLogger`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class SegmentRendered:
+    """Stage 1 and Stage 2 finished one segment."""
+
+    index: int
+    frames: int
+    render_seconds: float  # inside the segment model
+    keyframe_seconds: float  # inside the keyframe model, for this segment's keyframes
+    keyframes_made: int  # new keyframes Stage 1 generated for it (each counted once per job)
+
+
+class StitchResult(Protocol):
+    """What one stitcher call reports (stitcher.stitch.StitchStats)."""
+
+    @property
+    def emitted(self) -> tuple[int, ...]: ...  # segments fully written by this call, in order
+    @property
+    def frames_written(self) -> int: ...
+    @property
+    def next_frame(self) -> int: ...
+    @property
+    def blend_seconds(self) -> float: ...
+    @property
+    def encode_seconds(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class JobClock:
+    """Wall-clock times of one job. `launched` is when the user started it (the lvp process's
+    start), so start-up costs count in every figure a user could time from outside."""
+
+    launched: float = field(default_factory=time.time)
+
+    def now(self) -> float:
+        """Seconds since launch."""
+        return time.time() - self.launched
+
+
+class StatLogger:
+    """Base consumer: override what you need. Times are seconds since `JobClock.launched`."""
+
+    def ready(self, startup_seconds: float) -> None:
+        """The engine can render: executor up, models loaded."""
+
+    def rendered(self, stats: SegmentRendered) -> None: ...
+
+    def written(self, stats: StitchResult, now: float) -> None: ...
+
+    def in_flight(self, segments: int) -> None: ...
+
+    def finished(self, now: float) -> None: ...
+
+
+class StatLoggers(StatLogger):
+    """Fans every event out to a list of loggers."""
+
+    def __init__(self, loggers: Sequence[StatLogger] = ()) -> None:
+        self.loggers = list(loggers)
+
+    def ready(self, startup_seconds: float) -> None:
+        for logger in self.loggers:
+            logger.ready(startup_seconds)
+
+    def rendered(self, stats: SegmentRendered) -> None:
+        for logger in self.loggers:
+            logger.rendered(stats)
+
+    def written(self, stats: StitchResult, now: float) -> None:
+        for logger in self.loggers:
+            logger.written(stats, now)
+
+    def in_flight(self, segments: int) -> None:
+        for logger in self.loggers:
+            logger.in_flight(segments)
+
+    def finished(self, now: float) -> None:
+        for logger in self.loggers:
+            logger.finished(now)
+
+
+@dataclass
+class StageSeconds:
+    keyframe: float = 0.0
+    render: float = 0.0
+    blend: float = 0.0
+    encode: float = 0.0
+
+
+class RunTotals(StatLogger):
+    """Everything the run report needs, summed from the stats as they arrive."""
+
+    def __init__(self, fps: int) -> None:
+        self.fps = fps
+        self.frames = 0
+        self.keyframes = 0
+        self.segments_done: list[int] = []
+        self.stage_seconds = StageSeconds()
+        self.startup_seconds: float | None = None
+        self.first_segment_seconds: float | None = None
+        self.first_segment_frames = 0
+        self.end_seconds: float | None = None
+
+    def ready(self, startup_seconds: float) -> None:
+        self.startup_seconds = startup_seconds
+
+    def rendered(self, stats: SegmentRendered) -> None:
+        self.stage_seconds.keyframe += stats.keyframe_seconds
+        self.stage_seconds.render += stats.render_seconds
+        self.keyframes += stats.keyframes_made
+
+    def written(self, stats: StitchResult, now: float) -> None:
+        self.frames += stats.frames_written
+        self.stage_seconds.blend += stats.blend_seconds
+        self.stage_seconds.encode += stats.encode_seconds
+        self.segments_done.extend(stats.emitted)
+        if stats.emitted and self.first_segment_seconds is None:
+            self.first_segment_seconds = now
+            self.first_segment_frames = self.frames
+
+    def finished(self, now: float) -> None:
+        self.end_seconds = now
+
+    def timing(self, wall_seconds: float) -> dict[str, float | None]:
+        """The report's timing figures, all from launch except the loop's own."""
+        video = self.frames / self.fps
+        steady = None
+        if self.first_segment_seconds is not None and wall_seconds > self.first_segment_seconds:
+            steady = (self.frames - self.first_segment_frames) / self.fps / \
+                (wall_seconds - self.first_segment_seconds)
+        loop = None if self.startup_seconds is None else wall_seconds - self.startup_seconds
+        return {
+            "wall_seconds": wall_seconds,
+            "startup_seconds": self.startup_seconds,
+            "first_segment_seconds": self.first_segment_seconds,
+            "loop_seconds": loop,
+            "realtime_factor": video / wall_seconds if wall_seconds > 0 else None,
+            "steady_realtime_factor": steady,
+        }
