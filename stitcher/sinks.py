@@ -135,6 +135,8 @@ class _SinkBase:
     """
 
     _video: av.VideoStream | av.VideoCodecContext | None
+    _audio: _AudioFeed | None = None
+    _packets_out: int = 0  # video packets muxed: the muxed video reaches this / fps
 
     def __init__(self, fps: int, width: int, height: int) -> None:
         _check_geometry(fps, width, height)
@@ -156,6 +158,18 @@ class _SinkBase:
             self._mux_video(self._video.encode(frame))
 
     def _mux_video(self, packets: list[av.Packet]) -> None:
+        for packet in packets:
+            self._mux_video_packet(packet)
+            self._packets_out += 1
+            # Audio follows the video that has left the encoder (x264 holds frames back for
+            # lookahead), so the muxer's interleaving queue stays short.
+            if self._audio is not None:
+                self._mux_audio(self._packets_out / self.fps)
+
+    def _mux_video_packet(self, packet: av.Packet) -> None:
+        raise NotImplementedError
+
+    def _mux_audio(self, t_seconds: float, final: bool = False) -> None:
         raise NotImplementedError
 
     def __enter__(self) -> Self:
@@ -242,15 +256,9 @@ class FragmentedMP4Sink(_SinkBase):
             if self._audio is not None:
                 self._audio.track.close()
 
-    def _mux_video(self, packets: list[av.Packet]) -> None:
-        for packet in packets:
-            packet.stream = self._video_stream
-            self._container.mux(packet)
-            self._packets_out += 1
-            # Audio follows the video that has left the encoder (x264 holds frames back for
-            # lookahead), so the muxer's interleaving queue stays short.
-            if self._audio is not None:
-                self._mux_audio(self._packets_out / self.fps)
+    def _mux_video_packet(self, packet: av.Packet) -> None:
+        packet.stream = self._video_stream
+        self._container.mux(packet)
 
     def _mux_audio(self, t_seconds: float, final: bool = False) -> None:
         assert self._audio is not None and self._audio_stream is not None
@@ -360,19 +368,15 @@ class HLSSink(_SinkBase):
             if self._audio is not None:
                 self._audio.track.close()
 
-    def _mux_video(self, packets: list[av.Packet]) -> None:
-        for packet in packets:
-            if packet.is_keyframe and self._segment is not None:
-                self._finish_segment(ended=False)
-            if self._segment is None:
-                self._segment = self._open_segment()
-            packet.stream = self._segment.video
-            packet.pts += _TS_OFFSET_SECONDS * self.fps
-            packet.dts += _TS_OFFSET_SECONDS * self.fps
-            self._segment.container.mux(packet)
-            self._packets_out += 1
-            if self._audio is not None:
-                self._mux_audio(self._packets_out / self.fps)
+    def _mux_video_packet(self, packet: av.Packet) -> None:
+        if packet.is_keyframe and self._segment is not None:
+            self._finish_segment(ended=False)
+        if self._segment is None:
+            self._segment = self._open_segment()
+        packet.stream = self._segment.video
+        packet.pts += _TS_OFFSET_SECONDS * self.fps
+        packet.dts += _TS_OFFSET_SECONDS * self.fps
+        self._segment.container.mux(packet)
 
     def _mux_audio(self, t_seconds: float, final: bool = False) -> None:
         assert self._audio is not None and self._segment is not None
