@@ -10,6 +10,7 @@ import argparse
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 from cli.metrics import DEFAULT_LINGER_SECONDS
@@ -291,14 +292,25 @@ def check_port_free(host: str, port: int) -> None:
                 from None
 
 
-def cmd_render(args: argparse.Namespace) -> int:
-    import psutil
+def process_age() -> float:
+    """Seconds since this process started. Linux: its start tick against the uptime (both
+    since boot, 10 ms steps; psutil's create_time adds the boot time's whole-second rounding)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        import psutil
 
+        return max(0.0, time.time() - psutil.Process().create_time())
+
+
+def cmd_render(args: argparse.Namespace) -> int:
     from cli.render_args import spec_from_args
     from engine.stats import JobClock
 
-    # Every time in the report counts from here: the user's clock started at launch.
-    clock = JobClock(launched=psutil.Process().create_time())
+    # Every time in the report counts from the launch: the user's clock started there.
+    clock = JobClock(launched=time.time() - process_age())
     spec = spec_from_args(args)
     if args.metrics_port is not None:
         check_port_free(args.metrics_host, args.metrics_port)

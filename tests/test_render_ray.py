@@ -156,3 +156,53 @@ def test_sigkill_half_way_leaves_a_playable_mp4(tmp_path):
     frames, _ = decode_video(out)
     assert 20 <= len(frames) < 6000
     assert frames.std() > 5  # real pictures, not an empty decode
+
+
+def scrape(port):
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+
+
+def metric(text, name):
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in the scrape")
+
+
+def test_report_and_metrics_agree_with_a_clock_outside_the_process(tmp_path):
+    """Times in the report count from launch, as a user timing the command sees them, and the
+    metrics endpoint outlives the job so a scraper reads the final values."""
+    port = free_port()
+    out, hls = tmp_path / "clock.mp4", tmp_path / "hls"
+    cmd = [sys.executable, "-m", "cli", "render", "--prompt", "a red circle orbiting at night",
+           "--model", "procedural", "--duration", "12", "--fps", "10", "--size", "64x64",
+           "--workers", "1", "--quiet", "--out", str(out), "--hls", str(hls),
+           "--metrics-port", str(port), "--metrics-linger", "20"]
+    launched = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first_ts = report_seen = None
+    try:
+        deadline = launched + 180
+        while time.monotonic() < deadline and report_seen is None:
+            if first_ts is None and any(hls.glob("*.ts")):
+                first_ts = time.monotonic() - launched
+            if out.with_suffix(".json").exists():
+                report_seen = time.monotonic() - launched
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.05)
+        assert report_seen is not None, "no report"
+        text = scrape(port)  # after the job: the linger keeps the endpoint up
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["status"] == "ok" and report["frames"] == 120
+    assert metric(text, "lvp_frames_total") == report["frames"]
+    assert metric(text, "lvp_segments_in_flight") == 0
+    assert metric(text, "lvp_keyframes_total") == len(report["keyframe_times"]) == 13
+    # The report's clock starts at launch: its wall time is what the outside clock saw.
+    assert 0.8 * report_seen - 1.0 <= report["wall_seconds"] <= report_seen + 0.5
+    assert 0 < report["startup_seconds"] < report["first_segment_seconds"] < report["wall_seconds"]
+    assert first_ts is not None
+    assert abs(report["first_segment_seconds"] - first_ts) < max(2.0, 0.25 * first_ts)
+    assert report["realtime_factor"] == pytest.approx(12.0 / report["wall_seconds"])
