@@ -68,7 +68,7 @@ def render(workdir: Path, name: str, duration: float, *extra: str,
            measure_rss: bool = False) -> dict:
     """Run `lvp render` and return its report (plus peak PSS when asked)."""
     out = workdir / f"{name}.mp4"
-    cmd = [sys.executable, "-m", "actors.cli", "render", "--prompt", PROMPT, "--duration",
+    cmd = [sys.executable, "-m", "cli", "render", "--prompt", PROMPT, "--duration",
            str(duration), "--out", str(out), "--quiet", "--model", MODEL[0], *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sampler = RssSampler(proc.pid) if measure_rss else None
@@ -214,7 +214,7 @@ def section_memory(tmp: Path, short: float, long: float) -> dict:
 def section_seams(smoke: bool) -> dict:
     from dataclasses import replace
 
-    from engine.evaluate import FrameCollector, Run, eval_spec
+    from evaluation.evaluate import FrameCollector, Run, eval_spec
     from stitcher.quality import seam_ratio, sharpness_kept
     from stitcher.stitch import Stitcher
 

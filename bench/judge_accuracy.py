@@ -6,7 +6,7 @@ The eval's adherence numbers can be no better than the classifier that reads the
 draws 600 world pictures (every color, shape and backdrop; subject size 0.6-1.2 and any
 angle, the range the world's motions and the model produce; a seed the judge's training
 never used) and reports color and shape accuracy on them as drawn and blurred (the model's
-frames are softer than the world's drawings), for the judge (engine/judge.py) and for the
+frames are softer than the world's drawings), for the judge (evaluation/judge.py) and for the
 subject probe trained jointly with the tiny model (what `lvp eval` used before the judge).
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from engine.judge import Judge, validation_pictures
+from evaluation.judge import Judge, validation_pictures
 
 
 class JointProbe(Judge):
@@ -24,10 +24,11 @@ class JointProbe(Judge):
     def __init__(self) -> None:  # same input and outputs as the judge, other weights
         import torch
 
+        from engine.models.tiny import WEIGHTS
         from engine.models.tiny.pipeline import load_model
 
         self.torch = torch
-        self.model = load_model().probe
+        self.model = load_model(WEIGHTS).probe
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ import argparse
 import numpy as np
 import torch
 
+from engine.models.tiny import WEIGHTS
 from engine.models.tiny.modules import HISTORY, POSE_TEMPERATURE, sample_pose
 from engine.models.tiny.pipeline import load_model
 from engine.models.tiny.tokenizer import tokenize
@@ -52,7 +53,7 @@ def world_centers(prompt: str, keyframes: int) -> np.ndarray:
 
 @torch.inference_mode()
 def model_centers(weights: str | None, prompt: str, keyframes: int) -> np.ndarray:
-    model = load_model(weights)
+    model = load_model(weights or WEIGHTS)
     cond = model.condition(torch.from_numpy(tokenize(prompt)[None]), None, torch.zeros(1, dtype=torch.bool),
                            torch.zeros((1, AUDIO_WINDOW)))
     runs = []

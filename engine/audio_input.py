@@ -62,7 +62,10 @@ _CONTAINER_OPTIONS = {"format_whitelist": _FORMAT_WHITELIST, "protocol_whitelist
 _UNREADABLE = "audio is not a readable audio file"
 
 
-def _open(path: str | Path) -> tuple[Path, av.container.InputContainer, av.audio.AudioStream]:
+def open_audio(path: str | Path) -> tuple[Path, av.container.InputContainer, av.audio.AudioStream]:
+    """Open an audio file and its best audio stream, FFmpeg held to the demuxer whitelist and
+    local files; every reader of user audio opens it here. Raises :class:`InputError` with a
+    one-line message for a missing or unreadable file."""
     p = Path(path)
     if not p.is_file():
         raise input_error("audio not found", p)
@@ -104,7 +107,7 @@ def check_audio(path: str | Path) -> float:
     duration from stream or container metadata (decoding only when neither has one).
     Raises :class:`InputError` with a one-line message on any problem.
     """
-    p, container, stream = _open(path)
+    p, container, stream = open_audio(path)
     with container:
         try:
             decoded = False
@@ -128,7 +131,7 @@ def check_audio(path: str | Path) -> float:
             return container.duration / av.time_base
 
     # No metadata (rare, e.g. some raw streams): count the samples.
-    p, container, stream = _open(path)
+    p, container, stream = open_audio(path)
     with container:
         try:
             total = sum(f.samples / f.sample_rate for f in _decoded_frames(container, stream))
@@ -207,7 +210,7 @@ class _FluxTracker:
 
 def _onset_curve(path: str | Path, sample_rate: int) -> tuple[np.ndarray, int, int]:
     """Decode ``path`` streaming; return (flux per grid point, grid hop, decoded samples)."""
-    p, container, stream = _open(path)
+    p, container, stream = open_audio(path)
     tracker = _FluxTracker(sample_rate)
     resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
     with container:
@@ -315,8 +318,3 @@ def beat_envelope(
             vals[start] = padded[first[start] + k]
         out[a : a + t.size] = vals
     return out
-
-
-def silent_envelope(n_frames: int) -> np.ndarray:
-    """Envelope for videos without audio: all zeros, float32 ``[n_frames]``."""
-    return np.zeros(int(n_frames), dtype=np.float32)

@@ -35,6 +35,11 @@ MOTIONS = (
     "resting",
 )
 BACKGROUNDS = ("day", "night", "sunset", "meadow", "ocean")
+# Color-shape pairs kept out of the tiny model's training data; `lvp eval` asks for exactly
+# these (generalisation, not recall). Defined here so evaluation never imports training code.
+HELD_OUT_PAIRS: tuple[tuple[str, str], ...] = (
+    ("red", "star"), ("blue", "triangle"), ("green", "square"), ("yellow", "circle"),
+)
 
 # Inflections and near-synonyms users type; each maps onto the core vocabulary.
 _COLOR_WORDS = {c: c for c in COLORS} | {"violet": "purple", "magenta": "pink"}

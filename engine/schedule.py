@@ -57,9 +57,6 @@ class PromptSchedule:
             i -= 1
         return i
 
-    def scene_at(self, t: float) -> Scene:
-        return scene_of(self.texts[self.index_at(t)])
-
     def window(self, t0: float, t1: float) -> PromptSchedule:
         """The prompts that are in force somewhere in [t0, t1]."""
         first, last = self.index_at(t0), self.index_at(t1)

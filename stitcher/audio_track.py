@@ -10,6 +10,8 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from engine.audio_input import open_audio
+
 log = logging.getLogger(__name__)
 
 AUDIO_MODES = ("loop", "pad")
@@ -24,37 +26,6 @@ class AudioInput:
     def __post_init__(self) -> None:
         if self.mode not in AUDIO_MODES:
             raise ValueError(f"audio mode must be one of {AUDIO_MODES}, got {self.mode!r}")
-
-
-def _open_audio(path: str) -> tuple[av.container.InputContainer, av.AudioStream]:
-    """Open `path` and its first audio stream, with a one-line ValueError for bad input."""
-    try:
-        container = av.open(path)
-    except av.FFmpegError as e:
-        # FFmpeg's own message ("Invalid data found when processing input") names no file.
-        raise ValueError(f"cannot read audio file {path!r}: {e.strerror or e}") from None
-    if not container.streams.audio:
-        container.close()
-        raise ValueError(f"{path!r} has no audio stream")
-    return container, container.streams.audio[0]
-
-
-def probe_audio(path: str) -> float:
-    """Duration in seconds of the first audio stream of `path`."""
-    container, stream = _open_audio(path)
-    with container:
-        if stream.duration is not None and stream.time_base is not None:
-            return float(stream.duration * stream.time_base)
-        if container.duration is not None:
-            return container.duration / av.time_base
-        # Headerless streams (raw ADTS, some Ogg) carry no duration: sum packet durations,
-        # which demuxes but does not decode.
-        total = 0
-        for packet in container.demux(stream):
-            total += packet.duration or 0
-        if stream.time_base is None or total == 0:
-            raise ValueError(f"cannot determine the duration of {path!r}")
-        return float(total * stream.time_base)
 
 
 class AudioTrack:
@@ -135,7 +106,7 @@ class AudioTrack:
 
     def _decode_once(self) -> Iterator[np.ndarray]:
         """Samples of one pass over the file, as [channels, n] float32 chunks."""
-        container, stream = _open_audio(self.audio.path)
+        _, container, stream = open_audio(self.audio.path)
         resampler = av.AudioResampler(
             format="fltp", layout=self.layout, rate=self.sample_rate, frame_size=FRAME_SAMPLES
         )

@@ -13,6 +13,8 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from engine.dither import bayer_threshold
+
 FLOW_MAX_SIDE = 512  # flow is smooth; estimating it on a smaller copy saves most of the cost
 
 _dis: cv2.DISOpticalFlow | None = None
@@ -25,21 +27,9 @@ def _flow_estimator() -> cv2.DISOpticalFlow:
     return _dis
 
 
-def _dither(h: int, w: int) -> np.ndarray:
-    """An 8x8 Bayer threshold map in [0, 1), tiled to [H, W, 1].
-
-    A small global change spread over the overlap (a tint of 2 levels over 12 frames)
-    would otherwise round into whole-frame one-level jumps; with ordered dithering each
-    frame moves only its share of the pixels.
-    """
-    bayer = np.zeros((1, 1), dtype=np.float32)
-    for _ in range(3):
-        bayer = np.block([[4 * bayer, 4 * bayer + 2], [4 * bayer + 3, 4 * bayer + 1]])
-    tiles = np.tile((bayer + 0.5) / 64.0, (h // 8 + 1, w // 8 + 1))
-    return tiles[:h, :w, None]
-
-
 def _quantize(mix: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """Ordered dithering (engine.dither): a small global change spread over the overlap (a tint
+    of 2 levels over 12 frames) would otherwise round into whole-frame one-level jumps."""
     return np.clip(np.floor(mix + threshold), 0, 255).astype(np.uint8)
 
 
@@ -71,7 +61,7 @@ def flow_blend(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     grid = np.stack(np.meshgrid(np.arange(w, dtype=np.float32),
                                 np.arange(h, dtype=np.float32)), axis=-1)
     out = np.empty_like(a)
-    threshold = _dither(h, w)
+    threshold = bayer_threshold(h, w)
     for j, wb in enumerate(_weights(n)):
         flow = dense_flow(a[j], b[j])
         # Meet in the middle: a moves a fraction wb of the way toward b, b the rest back.
@@ -90,7 +80,7 @@ def crossfade(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     _check_pair(a, b)
     wb = _weights(len(a))[:, None, None, None]
     mix = a.astype(np.float32) * (1.0 - wb) + b.astype(np.float32) * wb
-    return _quantize(mix, _dither(*a.shape[1:3]))
+    return _quantize(mix, bayer_threshold(*a.shape[1:3]))
 
 
 def hard_cut(a: np.ndarray, b: np.ndarray) -> np.ndarray:

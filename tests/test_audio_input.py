@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 
-from engine.audio_input import beat_envelope, check_audio, silent_envelope
+from engine.audio_input import beat_envelope, check_audio
 from engine.errors import InputError
 
 SR = 44100
@@ -251,8 +251,3 @@ def test_bad_arguments(click_wav: Path, kwargs: dict) -> None:
     args = {"fps": 30.0, "n_frames": 10, "mode": "loop", "sample_rate": 16000} | kwargs
     with pytest.raises(InputError):
         beat_envelope(click_wav, **args)
-
-
-def test_silent_envelope() -> None:
-    env = silent_envelope(7)
-    assert env.shape == (7,) and env.dtype == np.float32 and not env.any()

@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.evaluate import (
+from engine.prompt import SHAPES
+from evaluation.evaluate import (
     EvalConfig,
     adherence,
     beat_sync,
@@ -16,8 +17,7 @@ from engine.evaluate import (
     motion_energy,
     seams_and_flicker,
 )
-from engine.judge import Judge, validation_pictures
-from engine.prompt import SHAPES
+from evaluation.judge import Judge, validation_pictures
 
 QUICK = EvalConfig(quick=True)
 
@@ -75,7 +75,7 @@ def test_motion_energy_sees_motion():
 
 def test_train_cli_writes_weights_and_manifest(tmp_path):
     out = tmp_path / "w.safetensors"
-    proc = subprocess.run([sys.executable, "-m", "actors.cli", "train", "--steps", "2", "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "cli", "train", "--steps", "2", "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert out.stat().st_size > 1_000_000
@@ -85,22 +85,22 @@ def test_train_cli_writes_weights_and_manifest(tmp_path):
 @pytest.mark.parametrize("args,expect", [(["--minutes", "0"], "--minutes"),
                                          (["--out", "/proc/x/w.safetensors"], "cannot be written")])
 def test_train_cli_bad_input(args, expect):
-    proc = subprocess.run([sys.executable, "-m", "actors.cli", "train", *args],
+    proc = subprocess.run([sys.executable, "-m", "cli", "train", *args],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and expect in proc.stderr and len(proc.stderr.splitlines()) == 1
 
 
 def test_judge_training_writes_loadable_weights_and_manifest(tmp_path):
-    from engine.judge import train
+    from evaluation.judge import train
 
     out = tmp_path / "judge.safetensors"
     manifest = train(steps=2, seed=0, out=out, batch=8, log=lambda line: None)
-    assert manifest["command"] == "python -m engine.judge --steps 2 --seed 0"
+    assert manifest["command"] == "python -m evaluation.judge --steps 2 --seed 0"
     colors, shapes = Judge(out).classify(validation_pictures(4, 1)[0])
     assert len(colors) == len(shapes) == 4 and set(shapes) <= set(SHAPES)
 
 
 def test_judge_cli_rejects_zero_steps():
-    proc = subprocess.run([sys.executable, "-m", "engine.judge", "--steps", "0"],
+    proc = subprocess.run([sys.executable, "-m", "evaluation.judge", "--steps", "0"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "--steps" in proc.stderr

@@ -24,7 +24,7 @@ def write_beat(path, seconds=20, rate=22050):
 def test_ten_minute_render_with_audio_mp4_and_hls(tmp_path):
     write_beat(tmp_path / "beat.wav")
     proc = subprocess.run(
-        [sys.executable, "-m", "actors.cli", "render", "--prompt",
+        [sys.executable, "-m", "cli", "render", "--prompt",
          "a red circle bouncing on a night background", "--audio", "beat.wav",
          "--duration", "600", "--out", "out.mp4", "--hls", "out_hls/", "--workers", "2",
          "--model", "procedural", "--quiet"],

@@ -11,13 +11,6 @@ import pytest
 import torch
 
 from engine.models.tiny import WEIGHTS
-from engine.models.tiny.data import (
-    HELD_OUT,
-    BatchMaker,
-    random_scene_prompt,
-    trajectory_baseline,
-    trajectory_residual,
-)
 from engine.models.tiny.layers import (
     CANVAS_CHANNELS,
     HI,
@@ -35,10 +28,12 @@ from engine.models.tiny.modules import (
     TinyVideoModel,
 )
 from engine.models.tiny.tokenizer import CLS, MAX_TOKENS, PAD, VOCAB_SIZE, tokenize
-from engine.models.tiny.train import RefitConfig, TrainConfig, losses, refit_pose, rollout
-from engine.prompt import SHAPES, parse_prompt
+from engine.models.tiny.trajectory import trajectory_baseline
+from engine.prompt import HELD_OUT_PAIRS, SHAPES, parse_prompt
 from engine.timeline import AUDIO_WINDOW
 from engine.world import BeatSample, background, draw_subject, subject_state
+from training.tiny_data import BatchMaker, random_scene_prompt, trajectory_residual
+from training.tiny_train import RefitConfig, TrainConfig, losses, refit_pose, rollout
 
 TINY = TinyConfig(dim=16, text_layers=1, heads=2, unet_channels=(8, 16, 16), pose_hidden=32,
                   traj_hidden=32, upsampler_channels=8)
@@ -93,7 +88,7 @@ def test_trajectory_residual_round_trips():
 def test_held_out_pairs_never_reach_training_prompts():
     rng = np.random.default_rng(0)
     seen = {(s.color, s.shape) for s in (random_scene_prompt(rng)[1] for _ in range(600))}
-    assert not seen & set(HELD_OUT)
+    assert not seen & set(HELD_OUT_PAIRS)
     assert len(seen) > 25  # but everything else does
 
 
@@ -171,7 +166,7 @@ def test_training_data_is_the_same_under_any_string_hash_seed():
     import subprocess
     import sys
 
-    code = ("from engine.models.tiny.data import BatchMaker; "
+    code = ("from training.tiny_data import BatchMaker; "
             "print(BatchMaker(0).pose_batch(256)['ids'].tolist())")
     runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")]
@@ -287,7 +282,7 @@ def test_shipped_weights_draw_the_prompts_shape_on_unseen_pairs(tmp_path, seed):
 
     templates = {s: sprite(parse_prompt(f"a white {s}"), 0.0)[..., 3] for s in SHAPES}
     drawn = []
-    for i, (color, shape) in enumerate(HELD_OUT):
+    for i, (color, shape) in enumerate(HELD_OUT_PAIRS):
         spec = JobSpec(schedule=PromptSchedule.single(f"a {color} {shape} resting at sunset"),
                        duration=1.0, fps=10, width=64, height=64, seed=seed, model="tiny")
         stage = KeyframeStage(Timeline(spec, BeatTrack.metronome(10, 10)), "tiny",
@@ -295,7 +290,7 @@ def test_shipped_weights_draw_the_prompts_shape_on_unseen_pairs(tmp_path, seed):
         alpha = (stage.run_segment(0).keyframes[0].latent[6].astype(np.float32) + 1) / 2
         errors = {s: np.abs(alpha - t).mean() for s, t in templates.items()}
         drawn.append(min(errors, key=errors.get))
-    assert drawn == [shape for _, shape in HELD_OUT]
+    assert drawn == [shape for _, shape in HELD_OUT_PAIRS]
 
 
 def test_shipped_weights_bring_a_returning_prompts_scene_back(tmp_path):

@@ -21,11 +21,12 @@ import cv2
 import numpy as np
 
 from engine.prompt import Scene
+from engine.spec import KEYFRAME_SHORT_SIDE
 from engine.world import BASE_RADIUS, SubjectState, draw_subject
 
 CANVAS = 32  # canvas side in pixels
 SPRITE_RADIUS = 10.0  # subject radius inside the 32x32 sprite at scale 1
-HI = 64  # side of the upsampled canvas layers (the keyframe resolution's short side)
+HI = KEYFRAME_SHORT_SIDE  # side of the upsampled canvas layers: drawn 1:1 at keyframe size
 CANVAS_CHANNELS = 7  # background RGB, sprite RGB, sprite alpha
 POSE_DIM = 5  # x, y, scale, cos(angle), sin(angle)
 

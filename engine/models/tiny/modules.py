@@ -24,12 +24,13 @@ from torch import nn
 
 from engine.models.tiny.layers import CANVAS_CHANNELS, POSE_DIM
 from engine.models.tiny.tokenizer import MAX_TOKENS, PAD, VOCAB_SIZE
+from engine.prompt import COLORS, SHAPES
 
 HISTORY = 3  # poses of earlier keyframes the pose model sees
 IMAGE_SLOT = 6  # reference picture squeezed to 32x32 (RGB) + sprite-sized crop (RGB)
 COND_CHANNELS = 2 * CANVAS_CHANNELS + IMAGE_SLOT  # previous canvas, memory anchor, image slot
 TRAJ_FEATURES = 4 * POSE_DIM + 2 + 4  # 4 poses, 2 presence flags, u, energy, 2 phase deltas
-NUM_COLORS, NUM_SHAPES = 9, 4
+NUM_COLORS, NUM_SHAPES = len(COLORS), len(SHAPES)  # the attribute and probe heads' classes
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ pair. It has its own weights file, apart from the generator's, so the yardstick 
 move when the generator is retrained; `python -m bench.judge_accuracy` checks it on
 ground truth.
 
-    python -m engine.judge --steps 1500 --seed 0   # remakes engine/weights/judge.safetensors
+    python -m evaluation.judge --steps 1500 --seed 0   # remakes evaluation/weights/judge.safetensors
 """
 
 from __future__ import annotations
@@ -24,11 +24,19 @@ import cv2
 import numpy as np
 
 from engine.prompt import BACKGROUNDS, COLORS, SHAPES, Scene
-from engine.world import BeatSample, SubjectState, background, draw_subject, subject_state
+from engine.world import BASE_RADIUS, BeatSample, SubjectState, background, draw_subject, subject_state
 
 JUDGE_WEIGHTS = Path(__file__).parent / "weights" / "judge.safetensors"
-SIDE = 64  # the judge's input: every picture is resized to 64x64 first
+# The judge's own input size, fixed with its weights: every picture is resized to 64x64 first.
+SIDE = 64
 COLOR_NAMES = tuple(COLORS)
+# The tiny model's look, which the judge also trains on: its subject is a 32x32 sprite layer
+# (radius 10 pixels at scale 1), upsampled to 64x64 and warped into the frame. The few lines
+# of geometry are copied below, not imported, so the judge never depends on the generator and
+# retraining or reshaping the generator cannot move the yardstick.
+_SPRITE_SIDE = 32
+_SPRITE_RADIUS = 10.0
+_LAYER_SIDE = 64
 
 
 def to_input(pictures: list[np.ndarray]) -> np.ndarray:
@@ -37,10 +45,58 @@ def to_input(pictures: list[np.ndarray]) -> np.ndarray:
     return small.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0
 
 
+def _sprite(scene: Scene, side: int = _SPRITE_SIDE) -> np.ndarray:
+    """The subject drawn upright at the center: [side, side, 4] straight-alpha float in [0, 1].
+
+    Drawn once on black and once on white: the difference gives the exact anti-aliased
+    alpha, and the black render is the premultiplied color.
+    """
+    radius = _SPRITE_RADIUS * side / _SPRITE_SIDE
+    state = SubjectState(0.5, 0.5, radius / (BASE_RADIUS * side), 0.0)
+    on_black = np.zeros((side, side, 3), np.uint8)
+    on_white = np.full((side, side, 3), 255, np.uint8)
+    draw_subject(on_black, scene, state)
+    draw_subject(on_white, scene, state)
+    alpha = 1.0 - (on_white.astype(np.float32) - on_black.astype(np.float32)).mean(-1) / 255.0
+    alpha = np.clip(alpha, 0.0, 1.0)
+    color = on_black.astype(np.float32) / 255.0 / np.maximum(alpha, 1e-3)[..., None]
+    color = np.where(alpha[..., None] > 1e-3, np.clip(color, 0.0, 1.0), 0.0)
+    return np.concatenate([color, alpha[..., None]], axis=-1).astype(np.float32)
+
+
+def _paste(picture: np.ndarray, layer: np.ndarray, where: SubjectState) -> np.ndarray:
+    """An RGBA sprite layer ([s, s, 4] float 0..1, drawn at _SPRITE_RADIUS per _SPRITE_SIDE)
+    warped onto a uint8 picture: centered at `where`, radius BASE_RADIUS * scale of the
+    shorter side, turned by `where.angle` (counter-clockwise on screen)."""
+    height, width = picture.shape[:2]
+    side = layer.shape[0]
+    radius_frame = BASE_RADIUS * where.scale * min(width, height)
+    zoom = radius_frame / (_SPRITE_RADIUS * side / _SPRITE_SIDE)
+    c, s = math.cos(where.angle) * zoom, math.sin(where.angle) * zoom
+    center = side * 0.5
+    # Counter-clockwise on screen (y down): x' = c*x + s*y, y' = -s*x + c*y.
+    m = np.array([[c, s, 0.0], [-s, c, 0.0]], dtype=np.float64)
+    m[:, 2] = [where.x * width, where.y * height] - m[:, :2] @ [center, center]
+    # Only the sprite's bounding box is warped and blended.
+    corners = m[:, :2] @ np.array([[0, side, 0, side], [0, 0, side, side]], np.float64) + m[:, 2:]
+    x0, y0 = np.floor(corners.min(axis=1)).astype(int) - 1
+    x1, y1 = np.ceil(corners.max(axis=1)).astype(int) + 2
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+    out = picture.astype(np.uint8, copy=True)
+    if x1 <= x0 or y1 <= y0:
+        return out  # entirely outside the picture
+    rgba = np.concatenate([layer[..., :3] * layer[..., 3:], layer[..., 3:]], axis=-1)  # premultiplied
+    m[:, 2] -= (x0, y0)
+    warped = cv2.warpAffine(rgba, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    box = out[y0:y1, x0:x1].astype(np.float32)
+    blended = box * (1.0 - warped[..., 3:]) + warped[..., :3] * 255.0
+    out[y0:y1, x0:x1] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
 def world_picture(rng: np.random.Generator) -> tuple[np.ndarray, int, int]:
     """One randomised world picture at 64x64 with its color and shape indices."""
-    from engine.models.tiny.layers import Pose, composite, sprite
-
     color, shape = int(rng.integers(len(COLORS))), int(rng.integers(len(SHAPES)))
     scene = Scene(COLOR_NAMES[color], SHAPES[shape], "resting", str(rng.choice(BACKGROUNDS)))
     side = int(rng.choice([64, 96, 128]))
@@ -50,8 +106,8 @@ def world_picture(rng: np.random.Generator) -> tuple[np.ndarray, int, int]:
     if rng.random() < 0.5:
         draw_subject(img, scene, SubjectState(float(x), float(y), scale, angle))
     else:  # the tiny model's look: a small sprite layer, upsampled, warped in
-        layer = cv2.resize(sprite(scene, 0.0), (64, 64), interpolation=cv2.INTER_LINEAR)
-        img = composite(img, layer, Pose(float(x), float(y), scale, angle))
+        layer = cv2.resize(_sprite(scene), (_LAYER_SIDE, _LAYER_SIDE), interpolation=cv2.INTER_LINEAR)
+        img = _paste(img, layer, SubjectState(float(x), float(y), scale, angle))
     img = cv2.resize(img, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
     if rng.random() < 0.6:
         img = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(0.3, 1.2)))
@@ -114,7 +170,7 @@ class Judge:
         path = path or JUDGE_WEIGHTS
         if not path.is_file():
             raise FileNotFoundError(f"judge weights not found: {path} (make them with "
-                                    "`python -m engine.judge`)")
+                                    "`python -m evaluation.judge`)")
         self.torch = torch
         self.model = make_judge()
         self.model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
@@ -132,7 +188,7 @@ def train(steps: int, seed: int, out: Path, batch: int = 96, log=print) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from engine.models.tiny.train import save_weights
+    from training.weights import save_weights
 
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 0x7D6E])
@@ -156,13 +212,13 @@ def train(steps: int, seed: int, out: Path, batch: int = 96, log=print) -> dict:
         sched.step()
         if step % 200 == 0 or step == steps - 1:
             log(f"step {step}/{steps} loss {loss.item():.3f} ({time.perf_counter() - start:.0f} s)")
-    manifest = {"command": f"python -m engine.judge --steps {steps} --seed {seed}", "steps": steps,
+    manifest = {"command": f"python -m evaluation.judge --steps {steps} --seed {seed}", "steps": steps,
                 "seed": seed, "batch": batch, "seconds": round(time.perf_counter() - start)}
     return save_weights(model, out, manifest, name="lvp-judge")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.judge",
+    parser = argparse.ArgumentParser(prog="python -m evaluation.judge",
                                      description="Train the evaluation judge on world pictures.")
     parser.add_argument("--steps", type=int, default=1500,
                         help="training steps (default: 1500, about 10 minutes on 2 cores)")

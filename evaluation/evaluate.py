@@ -2,7 +2,7 @@
 
 Everything runs in one process on the same Stage 1 / Stage 2 objects the Ray actors hold
 (engine/stages.py), with a real LMDB replay memory in a temporary folder; no encode, so the
-numbers are about the model, not the codec. Frames are judged by the judge (engine/judge.py:
+numbers are about the model, not the codec. Frames are judged by the judge (evaluation/judge.py:
 a classifier trained on world pictures only, with its own weights), never by the model's own
 latent state.
 """
@@ -21,15 +21,15 @@ import cv2
 import numpy as np
 
 from engine.image_input import load_image
-from engine.judge import Judge
-from engine.prompt import COLORS, MOTIONS, SHAPES, parse_prompt
+from engine.prompt import BACKGROUNDS, COLORS, HELD_OUT_PAIRS, MOTIONS, SHAPES, parse_prompt
 from engine.schedule import PromptSchedule, scene_of
 from engine.spec import JobSpec
 from engine.stages import KeyframeStage, SegmentKeyframes, SegmentStage
 from engine.timeline import BeatTrack, Timeline
 from engine.world import BeatSample, background, draw_subject, subject_state
+from evaluation.judge import Judge
 from memory.replay import ReplayMemory
-from stitcher.quality import seam_ratio
+from stitcher.quality import frame_differences, seam_ratio
 from stitcher.stitch import Stitcher
 
 TARGETS = {
@@ -104,14 +104,12 @@ class Run:
 
 
 def held_out_prompts(quick: bool) -> list[str]:
-    from engine.models.tiny.data import HELD_OUT
-
     backdrops = ("night", "meadow", "day", "ocean", "sunset")
     # Drifting subjects leave the frame (a picture without its subject shows no adherence,
     # and even the oracle then "fails"); dancing is measured by the audio sync.
     motions = [m for m in MOTIONS if m != "dancing" and not m.startswith("drifting")]
     prompts = []
-    for i, (color, shape) in enumerate(HELD_OUT):
+    for i, (color, shape) in enumerate(HELD_OUT_PAIRS):
         for j in range(1 if quick else 3):
             motion = motions[(i * 3 + j) % len(motions)].replace("_", " ")
             backdrop = backdrops[(i + j) % len(backdrops)]
@@ -145,9 +143,9 @@ def image_psnr(model: str, cfg: EvalConfig) -> dict:
     scores = []
     with tempfile.TemporaryDirectory(prefix="lvp-eval-img-") as folder:
         for n in range(3 if cfg.quick else 10):
-            color, shape = list(COLORS)[n % 9], SHAPES[n % 4]
+            color, shape = list(COLORS)[n % len(COLORS)], SHAPES[n % len(SHAPES)]
             prompt = f"a {color} {shape} {MOTIONS[n % len(MOTIONS)].replace('_', ' ')} on a " \
-                     f"{['day', 'night', 'sunset', 'meadow', 'ocean'][n % 5]} background"
+                     f"{BACKGROUNDS[n % len(BACKGROUNDS)]} background"
             scene = parse_prompt(prompt)
             state = subject_state(scene, float(rng.uniform(0, 30)), n, BeatSample())
             reference = background(scene.background, 256, 256, n).copy()
@@ -187,8 +185,9 @@ def _beat_audio(path: Path, seconds: float, rng: np.random.Generator) -> None:
 
 
 def motion_energy(frames: np.ndarray) -> np.ndarray:
-    """How much the picture moves at each frame: mean absolute change from the frame before."""
-    diffs = np.abs(np.diff(frames.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))
+    """How much the picture moves at each frame: mean absolute change from the frame before
+    (the first frame repeats the second's, so there is one value per frame)."""
+    diffs = frame_differences(frames)
     return np.concatenate([[diffs[0]], diffs])
 
 

@@ -1,8 +1,9 @@
 """Training batches drawn from the procedural world: prompts, pictures, beats and motion.
 
 Every draw comes from the numpy Generator passed in, so a seed reproduces the data stream.
-Some color-shape pairs never appear in the generator's training data (HELD_OUT): the
-evaluation asks for exactly those, to measure generalisation rather than recall.
+Some color-shape pairs never appear in the generator's training data (engine.prompt's
+HELD_OUT_PAIRS): the evaluation asks for exactly those, to measure generalisation rather than
+recall.
 """
 
 from __future__ import annotations
@@ -25,14 +26,21 @@ from engine.models.tiny.layers import (
 )
 from engine.models.tiny.modules import HISTORY
 from engine.models.tiny.tokenizer import tokenize
-from engine.prompt import BACKGROUNDS, COLORS, KNOWN_WORDS, MOTIONS, SHAPES, Scene, parse_prompt
+from engine.models.tiny.trajectory import pose_angle, trajectory_baseline, trajectory_features, wrap
+from engine.prompt import (
+    BACKGROUNDS,
+    COLORS,
+    HELD_OUT_PAIRS,
+    KNOWN_WORDS,
+    MOTIONS,
+    SHAPES,
+    Scene,
+    parse_prompt,
+)
 from engine.timeline import AUDIO_WINDOW_RATE as BEAT_FPS
-from engine.timeline import audio_window
+from engine.timeline import audio_window, beat_phase
 from engine.world import BeatSample, background, draw_subject, subject_state
 
-HELD_OUT: tuple[tuple[str, str], ...] = (
-    ("red", "star"), ("blue", "triangle"), ("green", "square"), ("yellow", "circle"),
-)
 COLOR_NAMES = tuple(COLORS)
 SEEDS = 200  # background variety (stars, grass, waves) seen in training
 _ENVELOPE_SECONDS = 70
@@ -42,12 +50,9 @@ _ENVELOPE_SECONDS = 70
 # clip this teaches it to steer back from its own small errors; from its own start (no
 # history, or another prompt's) the clip's phase is not the one it drew, so the target is a
 # draw from where the world keeps the subject at that time, which pulls a drifting pose back
-# in. Teacher forcing alone let the orbit's radius grow ~4% per keyframe (the subject left the
-# frame within a minute). Measured with bench/pose_rollouts.py (orbit, mean distance from the
-# centre over the second half of 300 keyframes, world 0.27): up to 8 keyframes 0.31, up to 4
-# 0.38 (0.38 with twice the steps). Not kept: rollouts from the clip's own history only (the
-# radius still grew to ~0.5 in 2 minutes), and rollouts in the whole run from scratch (the
-# orbit collapsed to the centre or lost its precision).
+# in. With teacher forcing alone small pose errors compound over a long render (an orbit's
+# radius grows until the subject leaves the frame); bench/pose_rollouts.py measures the drift.
+# Rollouts of up to 8 keyframes keep an orbit's radius closest to the world's.
 POSE_ROLLOUT = 8
 ROLLOUT_SHARE = 0.5
 _OOV = ("shiny", "wooden", "robot", "castle", "happy", "glowing", "ancient", "tiny", "neon", "soft")
@@ -81,7 +86,7 @@ def random_scene_prompt(rng: np.random.Generator, held_out: bool = False) -> tup
     while True:
         color = str(rng.choice(COLOR_NAMES))
         shape = str(rng.choice(SHAPES))
-        if ((color, shape) in HELD_OUT) == held_out:
+        if ((color, shape) in HELD_OUT_PAIRS) == held_out:
             break
     text = prompt_for(rng, color if rng.random() < 0.9 or color != "white" else None, shape,
                       str(rng.choice(MOTIONS)) if rng.random() < 0.9 else None,
@@ -106,11 +111,6 @@ def random_envelope(rng: np.random.Generator, seconds: float = _ENVELOPE_SECONDS
     impulses[(times * BEAT_FPS).astype(int)] = rng.uniform(0.4, 1.0, times.shape)
     kernel = np.exp(-np.arange(int(0.6 * BEAT_FPS)) / (0.1 * BEAT_FPS)).astype(np.float32)
     return np.clip(np.convolve(impulses, kernel)[:n], 0.0, 1.0)
-
-
-def beat_phase(energy: np.ndarray, fps: float = BEAT_FPS) -> np.ndarray:
-    """Running integral as in BeatTrack.from_envelope."""
-    return np.concatenate([[0.0], np.cumsum(energy, dtype=np.float64)[:-1]]) / fps
 
 
 _backgrounds: dict[tuple[str, int], np.ndarray] = {}
@@ -152,10 +152,6 @@ def picture(scene: Scene, seed: int, state) -> np.ndarray:
     return img
 
 
-def wrap(angle: np.ndarray | float) -> np.ndarray | float:
-    return (np.asarray(angle) + math.pi) % (2 * math.pi) - math.pi
-
-
 class BatchMaker:
     """Builds every training batch; one instance per training run."""
 
@@ -167,7 +163,7 @@ class BatchMaker:
         rng = self.rng
         if len(self.envelopes) < 32 or rng.random() < 0.02:
             env = random_envelope(rng)
-            entry = (env, beat_phase(env))
+            entry = (env, beat_phase(env, BEAT_FPS))
             if len(self.envelopes) >= 32:
                 self.envelopes[int(rng.integers(len(self.envelopes)))] = entry
             else:
@@ -254,7 +250,7 @@ class BatchMaker:
                 hist[HISTORY - count + j, :5] = past.pose(tj, angle0 if past is clip else
                                                           past.state(0.0).angle)
                 hist[HISTORY - count + j, 5] = 1.0
-            # (no draw at share 0: the teacher-forced stream stays what it was before rollouts)
+            # No draw at share 0: the teacher-forced stream is the same with or without rollouts.
             rolls = rollout_share > 0 and rng.random() < rollout_share
             k = int(rng.integers(1, POSE_ROLLOUT + 1)) if rolls else 0
             poses = np.zeros((POSE_ROLLOUT + 1, 5), np.float32)  # only keyframes 0..k are read
@@ -347,26 +343,9 @@ def _chw(images: np.ndarray) -> np.ndarray:
     return images.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0
 
 
-def trajectory_features(pa: np.ndarray, pb: np.ndarray, pp: np.ndarray, pn: np.ndarray,
-                        has_prev: bool, has_next: bool, u: float, energy: float,
-                        phase_since_a: float, phase_a_to_b: float) -> np.ndarray:
-    return np.concatenate([pa, pb, pp, pn, [float(has_prev), float(has_next), u, energy,
-                                            phase_since_a, phase_a_to_b]]).astype(np.float32)
-
-
-def pose_angle(v: np.ndarray) -> float:
-    return math.atan2(float(v[4]), float(v[3]))
-
-
 def trajectory_residual(pa: np.ndarray, pb: np.ndarray, u: float, actual: np.ndarray) -> np.ndarray:
     """What the trajectory network must add to the straight path between keyframes."""
     base = trajectory_baseline(pa, pb, u)
     return np.array([actual[0] - base[0], actual[1] - base[1], actual[2] - base[2],
                      wrap(pose_angle(actual) - base[3])], np.float32)
 
-
-def trajectory_baseline(pa: np.ndarray, pb: np.ndarray, u: float) -> np.ndarray:
-    """[x, y, scale, angle] on the straight path (shortest turn) between two poses."""
-    a, b = pose_angle(pa), pose_angle(pb)
-    return np.array([pa[0] + u * (pb[0] - pa[0]), pa[1] + u * (pb[1] - pa[1]),
-                     pa[2] + u * (pb[2] - pa[2]), a + u * float(wrap(b - a))], np.float64)

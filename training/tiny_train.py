@@ -12,14 +12,13 @@ Weights are an exponential moving average of the trained ones, saved as safetens
 JSON manifest (hash, command, steps, losses) beside them.
 
 The refit trains the pose model alone, everything else frozen, with half its samples first
-drawing 1-8 keyframes themselves (data.py: POSE_ROLLOUT): Stage 1 feeds every pose back as
+drawing 1-8 keyframes themselves (tiny_data.py: POSE_ROLLOUT): Stage 1 feeds every pose back as
 history, and teacher forcing alone leaves small errors free to compound.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import os
@@ -31,9 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 
-from engine.models.tiny.data import ROLLOUT_SHARE, BatchMaker
 from engine.models.tiny.layers import POSE_DIM
 from engine.models.tiny.modules import (
     HISTORY,
@@ -44,11 +41,20 @@ from engine.models.tiny.modules import (
     normalise_pose,
     sample_pose,
 )
+from training.tiny_data import ROLLOUT_SHARE, BatchMaker
+from training.weights import save_weights
 
 CONTRASTIVE_TEMPERATURE = 0.1
 # Per canvas channel (background RGB, sprite RGB, alpha): the background's texture is
 # seed-random and unpredictable from the prompt; the sprite is what the prompt decides.
 CANVAS_LOSS_WEIGHTS = (1.0, 1.0, 1.0, 3.0, 3.0, 3.0, 3.0)
+# Auxiliary losses (naming the subject from the condition, text-picture alignment, the probe)
+# shape the shared encoders or train a classifier beside the model: they weigh less than the
+# losses of what a render draws.
+ATTRIBUTES_LOSS_WEIGHT = 0.2
+CONTRASTIVE_LOSS_WEIGHT = 0.1
+PROBE_LOSS_WEIGHT = 0.2
+IMAGE_POSE_SCALE = 5.0  # the image encoder's pose error, scaled up: fractions of the frame are small
 
 
 @dataclass(frozen=True)
@@ -143,8 +149,9 @@ def losses(model: TinyVideoModel, batches: dict[str, dict[str, np.ndarray]],
     out["canvas"] = (error.mean((0, 2, 3)) * error.new_tensor(CANVAS_LOSS_WEIGHTS)).sum() / sum(
         CANVAS_LOSS_WEIGHTS)
     named = model.attributes(cond)
-    out["attributes"] = 0.2 * (F.cross_entropy(named[:, :NUM_COLORS], b["attributes"][:, 0])
-                               + F.cross_entropy(named[:, NUM_COLORS:], b["attributes"][:, 1]))
+    out["attributes"] = ATTRIBUTES_LOSS_WEIGHT * (
+        F.cross_entropy(named[:, :NUM_COLORS], b["attributes"][:, 0])
+        + F.cross_entropy(named[:, NUM_COLORS:], b["attributes"][:, 1]))
 
     out["pose"] = pose_loss(model, _t(batches["pose"]), gen)
 
@@ -155,14 +162,16 @@ def losses(model: TinyVideoModel, batches: dict[str, dict[str, np.ndarray]],
 
     b = _t(batches["picture"])
     _, _, pose = model.image(b["image"])
-    out["image_pose"] = F.mse_loss(pose * 5.0, b["pose"] * 5.0)
+    out["image_pose"] = F.mse_loss(pose * IMAGE_POSE_SCALE, b["pose"] * IMAGE_POSE_SCALE)
     logits = model.alignment(b["ids"], b["image"]) / CONTRASTIVE_TEMPERATURE
     labels = torch.arange(len(logits))
-    out["contrastive"] = 0.1 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+    out["contrastive"] = CONTRASTIVE_LOSS_WEIGHT * (F.cross_entropy(logits, labels)
+                                                    + F.cross_entropy(logits.T, labels))
 
     b = _t(batches["probe"])
     color, shape = model.probe(b["image"])
-    out["probe"] = 0.2 * (F.cross_entropy(color, b["color"]) + F.cross_entropy(shape, b["shape"]))
+    out["probe"] = PROBE_LOSS_WEIGHT * (F.cross_entropy(color, b["color"])
+                                        + F.cross_entropy(shape, b["shape"]))
 
     b = _t(batches["upsample"])
     out["upsampler"] = F.l1_loss(model.upsampler(b["low"]), b["high"])
@@ -221,23 +230,6 @@ def refit_pose(cfg: RefitConfig, base: Path, out: Path, command: str, log=print)
         "torch": torch.__version__, "machine": f"{platform.machine()} {os.cpu_count()} cpus",
         "parameters": sum(p.numel() for p in model.parameters()), "base": base_manifest,
     })
-
-
-def save_weights(model: torch.nn.Module, path: Path, manifest: dict, name: str = "lvp-tiny") -> dict:
-    """safetensors (fp16) + manifest, both written atomically (a crash never leaves half a file);
-    returns the manifest as written, with the file's hash and size."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous()
-             for k, v in model.state_dict().items()}
-    tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt", "model": name})
-    os.replace(tmp, path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    manifest = {**manifest, "sha256": digest, "bytes": path.stat().st_size}
-    meta = path.with_suffix(".json")
-    meta.with_suffix(".tmp").write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(meta.with_suffix(".tmp"), meta)
-    return manifest
 
 
 def train(cfg: TrainConfig, out: Path, command: str, log=print) -> dict:
