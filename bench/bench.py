@@ -214,6 +214,7 @@ def section_memory(tmp: Path, short: float, long: float) -> dict:
 def section_seams(smoke: bool) -> dict:
     from dataclasses import replace
 
+    from engine.models.base import create_backend
     from evaluation.evaluate import FrameCollector, Run, eval_spec
     from stitcher.quality import seam_ratio, sharpness_kept
     from stitcher.stitch import Stitcher
@@ -225,15 +226,13 @@ def section_seams(smoke: bool) -> dict:
     spec = eval_spec("a red circle orbiting on a day background", 10 if smoke else 30, model, 0,
                      size=256, fps=30)
     spec = replace(spec, overlap=16)
-    run = Run(spec)
+    run = Run(spec, create_backend(model))
     segments = []
     try:
         timeline = run.timeline
         for k in range(timeline.num_segments):
-            plan = timeline.segment(k)
             frames = run.segment(k, run.keys(k))
-            nxt = timeline.segment(k + 1).frame_start if k + 1 < timeline.num_segments else plan.frame_stop
-            segments.append((k, plan.frame_start, frames, plan.frame_stop - nxt))
+            segments.append((k, timeline.segment(k).frame_start, frames, timeline.shared_tail(k)))
     finally:
         run.close()
     boundaries = [round(timeline.segment(k).t0 * spec.fps) for k in range(1, timeline.num_segments)]

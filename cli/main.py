@@ -7,6 +7,7 @@ line naming the problem and exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import sys
@@ -172,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "render cutting between two prompts (12 shots over 60 minutes), "
                                    "with and without the replay memory: does every keyframe keep "
                                    "its prompt's subject, does each prompt's scene come back. "
-                                   "Frames are read by the judge (engine/judge.py), a classifier "
+                                   "Frames are read by the judge (evaluation/judge.py), a classifier "
                                    "trained on world pictures only.")
     e.add_argument("--models", default="tiny,procedural",
                    help="comma-separated backends (default: tiny,procedural)")
@@ -361,10 +362,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.metrics_port is not None and args.metrics_linger > 0:
         print(f"lvp: serving the final metrics on {args.metrics_host}:{args.metrics_port} for "
               f"{args.metrics_linger:g} s more (Ctrl-C to stop now)", file=sys.stderr)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             metrics.linger(args.metrics_linger)
-        except KeyboardInterrupt:
-            pass
     metrics.stop()
     return 0
 

@@ -72,24 +72,23 @@ class StatLoggers(StatLogger):
         self.loggers = list(loggers)
 
     def ready(self, startup_seconds: float) -> None:
-        for logger in self.loggers:
-            logger.ready(startup_seconds)
+        self._each("ready", startup_seconds)
 
     def rendered(self, stats: SegmentRendered) -> None:
-        for logger in self.loggers:
-            logger.rendered(stats)
+        self._each("rendered", stats)
 
     def written(self, stats: StitchResult, now: float) -> None:
-        for logger in self.loggers:
-            logger.written(stats, now)
+        self._each("written", stats, now)
 
     def in_flight(self, segments: int) -> None:
-        for logger in self.loggers:
-            logger.in_flight(segments)
+        self._each("in_flight", segments)
 
     def finished(self, now: float) -> None:
+        self._each("finished", now)
+
+    def _each(self, event: str, *args: object) -> None:
         for logger in self.loggers:
-            logger.finished(now)
+            getattr(logger, event)(*args)
 
 
 @dataclass

@@ -20,11 +20,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engine.executor import LocalExecutor
 from engine.image_input import load_image
+from engine.loop import LoopConfig, run_loop
+from engine.models.base import Backend, BackendConfig, create_backend
 from engine.prompt import BACKGROUNDS, COLORS, HELD_OUT_PAIRS, MOTIONS, SHAPES, parse_prompt
 from engine.schedule import PromptSchedule, scene_of
 from engine.spec import JobSpec
 from engine.stages import KeyframeStage, SegmentKeyframes, SegmentStage
+from engine.stats import JobClock, StatLogger
 from engine.timeline import BeatTrack, Timeline
 from engine.world import BeatSample, background, draw_subject, subject_state
 from evaluation.judge import Judge
@@ -81,22 +85,42 @@ def eval_spec(prompt: str | PromptSchedule, seconds: float, model: str, seed: in
 class Run:
     """One job's stages in this process, with a throwaway LMDB replay memory."""
 
-    def __init__(self, spec: JobSpec, beats: BeatTrack | None = None, use_memory: bool = True) -> None:
+    def __init__(self, spec: JobSpec, backend: Backend, beats: BeatTrack | None = None,
+                 use_memory: bool = True) -> None:
         self.folder = tempfile.TemporaryDirectory(prefix="lvp-eval-")
         beats = beats or BeatTrack.without_audio(spec.schedule, spec.total_frames, spec.fps)
         self.timeline = Timeline(spec, beats)
+        self.backend = backend
         self.memory = ReplayMemory(Path(self.folder.name))
         # Memory off: the model sees only its short-term history (LMDB is still written).
-        self.keyframes = KeyframeStage(self.timeline, spec.model, self.memory, use_memory)
+        self.keyframes = KeyframeStage(self.timeline, backend, self.memory, use_memory)
         self.segments: SegmentStage | None = None
 
     def keys(self, k: int) -> SegmentKeyframes:
+        """Stage 1 alone (calls in segment order)."""
         return self.keyframes.run_segment(k)
 
     def segment(self, k: int, keys: SegmentKeyframes) -> np.ndarray:
+        """Stage 2 alone: the segment model's frames, overlap included, before stitching."""
+        return self._segment_stage().render(self.timeline.segment(k), keys).frames
+
+    def stitched(self, blend: str = "flow") -> np.ndarray:
+        """The whole video through the render loop, as `lvp render --executor local` makes it
+        (without the encode). Use it instead of keys()/segment() on a fresh Run."""
+        sink = FrameCollector()
+        executor = LocalExecutor(self.keyframes, self._segment_stage(),
+                                 Stitcher([sink], blend=blend), self.memory)
+        try:
+            executor.start(self.timeline.spec.summary())
+            run_loop(self.timeline, executor, LoopConfig(in_flight=1), StatLogger(), JobClock())
+        finally:
+            executor.close()
+        return np.concatenate(sink.chunks)
+
+    def _segment_stage(self) -> SegmentStage:
         if self.segments is None:
-            self.segments = SegmentStage(self.timeline.spec.model)
-        return self.segments.render(self.timeline.segment(k), keys).frames
+            self.segments = SegmentStage(self.backend)
+        return self.segments
 
     def close(self) -> None:
         self.memory.close()
@@ -117,11 +141,11 @@ def held_out_prompts(quick: bool) -> list[str]:
     return prompts
 
 
-def adherence(model: str, judge: Judge, cfg: EvalConfig) -> dict:
+def adherence(backend: Backend, judge: Judge, cfg: EvalConfig) -> dict:
     hits = {"color": [], "shape": []}
     for n, prompt in enumerate(held_out_prompts(cfg.quick)):
         scene = parse_prompt(prompt)
-        run = Run(eval_spec(prompt, 10.0, model, cfg.seed + n))
+        run = Run(eval_spec(prompt, 10.0, backend.name, cfg.seed + n), backend)
         try:
             pictures = []
             for k in range(run.timeline.num_segments):
@@ -138,7 +162,7 @@ def adherence(model: str, judge: Judge, cfg: EvalConfig) -> dict:
             "shape_adherence": float(np.mean(hits["shape"])), "adherence_pictures": len(hits["color"])}
 
 
-def image_psnr(model: str, cfg: EvalConfig) -> dict:
+def image_psnr(backend: Backend, cfg: EvalConfig) -> dict:
     rng = np.random.default_rng([cfg.seed, 7])
     scores = []
     with tempfile.TemporaryDirectory(prefix="lvp-eval-img-") as folder:
@@ -152,7 +176,7 @@ def image_psnr(model: str, cfg: EvalConfig) -> dict:
             draw_subject(reference, scene, state)
             path = Path(folder) / f"ref{n}.png"
             cv2.imwrite(str(path), reference[..., ::-1])
-            run = Run(eval_spec(prompt, 1.0, model, cfg.seed + n, image=path))
+            run = Run(eval_spec(prompt, 1.0, backend.name, cfg.seed + n, image=path), backend)
             try:
                 first = run.keys(0).keyframes[0].image
             finally:
@@ -191,7 +215,7 @@ def motion_energy(frames: np.ndarray) -> np.ndarray:
     return np.concatenate([[diffs[0]], diffs])
 
 
-def beat_sync(model: str, cfg: EvalConfig) -> dict:
+def beat_sync(backend: Backend, cfg: EvalConfig) -> dict:
     from engine.audio_input import beat_envelope
 
     rng = np.random.default_rng([cfg.seed, 11])
@@ -208,10 +232,10 @@ def beat_sync(model: str, cfg: EvalConfig) -> dict:
             blocks = np.array_split(envelope, max(1, total // (fps // 2)))
             mixed = np.concatenate([blocks[i] for i in rng.permutation(len(blocks))])
             for env, out in ((envelope, real), (mixed, shuffled)):
-                spec = eval_spec(prompt, seconds, model, cfg.seed + n, fps=fps)
-                run = Run(spec, BeatTrack.from_envelope(env, fps))
+                spec = eval_spec(prompt, seconds, backend.name, cfg.seed + n, fps=fps)
+                run = Run(spec, backend, BeatTrack.from_envelope(env, fps))
                 try:
-                    frames = _stitched(run)
+                    frames = run.stitched()
                 finally:
                     run.close()
                 energy = motion_energy(frames)[fps:]
@@ -219,21 +243,7 @@ def beat_sync(model: str, cfg: EvalConfig) -> dict:
     return {"beat_correlation": float(np.mean(real)), "beat_correlation_shuffled": float(np.mean(shuffled))}
 
 
-def _stitched(run: Run) -> np.ndarray:
-    """All segments of a run, blended at the boundaries exactly as lvp render does."""
-    sink = FrameCollector()
-    stitcher = Stitcher([sink], blend="flow")
-    timeline = run.timeline
-    for k in range(timeline.num_segments):
-        plan = timeline.segment(k)
-        frames = run.segment(k, run.keys(k))
-        nxt = timeline.segment(k + 1).frame_start if k + 1 < timeline.num_segments else plan.frame_stop
-        stitcher.add(k, plan.frame_start, frames, plan.frame_stop - nxt)
-    stitcher.close()
-    return np.concatenate(sink.chunks)
-
-
-def long_horizon(model: str, judge: Judge, cfg: EvalConfig, log: Callable[[str], None],
+def long_horizon(backend: Backend, judge: Judge, cfg: EvalConfig, log: Callable[[str], None],
                  seconds: float | None = None, shots: int = 12) -> dict:
     """A long render that cuts between two prompts (A, B, A, B, ...), memory on and off.
 
@@ -251,8 +261,7 @@ def long_horizon(model: str, judge: Judge, cfg: EvalConfig, log: Callable[[str],
                               tuple(a if i % 2 == 0 else b for i in range(shots)))
     out: dict = {}
     for use_memory in (True, False):
-        run = Run(eval_spec(schedule, seconds, model, cfg.seed), use_memory=use_memory)
-        reads_memory = getattr(run.keyframes.model, "reads_memory", True)
+        run = Run(eval_spec(schedule, seconds, backend.name, cfg.seed), backend, use_memory=use_memory)
         start = time.perf_counter()
         try:
             keyframes = [kf for k in range(run.timeline.num_segments)
@@ -271,11 +280,11 @@ def long_horizon(model: str, judge: Judge, cfg: EvalConfig, log: Callable[[str],
         suffix = "with_memory" if use_memory else "without_memory"
         out[f"consistency_{suffix}"] = float(np.mean(hits))
         out[f"return_psnr_{suffix}"] = float(np.mean(returns))
-        log(f"  {model}: {len(keyframes)} keyframes, {shots} shots, memory "
+        log(f"  {backend.name}: {len(keyframes)} keyframes, {shots} shots, memory "
             f"{'on' if use_memory else 'off'}, {time.perf_counter() - start:.0f} s")
     # Only for a model that reads the memory (the oracle draws from the world itself).
     out["memory_return_gain_db"] = (out["return_psnr_with_memory"] - out["return_psnr_without_memory"]
-                                    if reads_memory else None)
+                                    if backend.capabilities.reads_memory else None)
     return out
 
 
@@ -291,14 +300,14 @@ SEAM_CLIPS = (("a white square orbiting on a sunset background", 0),
               ("a blue star spinning on a night background", 2))
 
 
-def seams_and_flicker(model: str, cfg: EvalConfig) -> dict:
+def seams_and_flicker(backend: Backend, cfg: EvalConfig) -> dict:
     """Seam ratio (mean over the clips of each clip's worst boundary) and background flicker."""
     seams, flicker = [], []
     for prompt, offset in SEAM_CLIPS[:1] if cfg.quick else SEAM_CLIPS:
-        spec = eval_spec(prompt, 20.0, model, cfg.seed + offset, size=256, fps=30)
-        run = Run(spec)
+        spec = eval_spec(prompt, 20.0, backend.name, cfg.seed + offset, size=256, fps=30)
+        run = Run(spec, backend)
         try:
-            frames = _stitched(run)
+            frames = run.stitched()
         finally:
             run.close()
         boundaries = [round(run.timeline.segment(k).t0 * spec.fps)
@@ -324,19 +333,21 @@ def _flicker(frames: np.ndarray, fps: int) -> list[float]:
     return out
 
 
-def evaluate(model: str, cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
+def evaluate(model: str, cfg: EvalConfig, config: BackendConfig | None = None,
+             log: Callable[[str], None] = print) -> dict:
     import os
 
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)  # one process does all the work here
     judge = Judge()
+    backend = create_backend(model, config)
     results: dict = {"model": model}
-    for name, step in (("adherence", lambda: adherence(model, judge, cfg)),
-                       ("image", lambda: image_psnr(model, cfg)),
-                       ("audio sync", lambda: beat_sync(model, cfg)),
-                       ("seams and flicker", lambda: seams_and_flicker(model, cfg)),
-                       ("long horizon", lambda: long_horizon(model, judge, cfg, log))):
+    for name, step in (("adherence", lambda: adherence(backend, judge, cfg)),
+                       ("image", lambda: image_psnr(backend, cfg)),
+                       ("audio sync", lambda: beat_sync(backend, cfg)),
+                       ("seams and flicker", lambda: seams_and_flicker(backend, cfg)),
+                       ("long horizon", lambda: long_horizon(backend, judge, cfg, log))):
         start = time.perf_counter()
         results.update(step())
         log(f"{model}: {name} done in {time.perf_counter() - start:.0f} s")

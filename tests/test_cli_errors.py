@@ -85,6 +85,7 @@ def test_missing_tiny_weights_from_the_environment(inputs, tmp_path, capsys, mon
     assert code == 2 and len(lines) == 1 and "nope.safetensors" in lines[0]
 
 
+@pytest.mark.subprocess
 def test_a_bad_input_in_a_fresh_process_never_imports_ray(inputs, tmp_path):
     code = ("import sys; from cli.main import main; rc = main(sys.argv[1:]); "
             "print('ray' in sys.modules, 'torch' in sys.modules); sys.exit(rc)")

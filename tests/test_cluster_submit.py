@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import pytest
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.subprocess, pytest.mark.slow]
 
 RAY = str(Path(sys.executable).with_name("ray"))
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import write_mono_wav
 
-pytestmark = [pytest.mark.slow, pytest.mark.ray]
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.subprocess]
 
 
 def write_beat(path, seconds=20, rate=22050):

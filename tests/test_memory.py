@@ -3,6 +3,7 @@ import multiprocessing as mp
 import numpy as np
 import pytest
 
+from engine.models.base import create_backend
 from engine.schedule import PromptSchedule
 from engine.stages import KeyframeStage
 from memory.replay import ReplayMemory
@@ -27,6 +28,7 @@ def _read_times(path, queue):
         queue.put(store.keyframe_times())
 
 
+@pytest.mark.subprocess
 def test_reader_in_another_process_sees_committed_keyframes(tmp_path):
     with ReplayMemory(tmp_path) as store:
         for t in (0.0, 5.0, 10.0):
@@ -57,7 +59,7 @@ def test_keyframe_stage_writes_one_entry_every_five_seconds(tmp_path):
     spec = make_spec(tmp_path, duration=17)
     timeline = make_timeline(spec)
     with ReplayMemory(tmp_path) as store:
-        stage = KeyframeStage(timeline, "procedural", store)
+        stage = KeyframeStage(timeline, create_backend("procedural"), store)
         results = [stage.run_segment(k) for k in range(timeline.num_segments)]
         assert store.keyframe_times() == [0.0, 5.0, 10.0, 15.0]
         assert [kf.t for kf in results[1].keyframes] == [5, 6, 7, 8, 9, 10]
@@ -75,7 +77,7 @@ def test_a_returning_prompt_finds_its_first_remembered_keyframe(tmp_path):
     spec = make_spec(tmp_path, duration=60, schedule=PromptSchedule((0.0, 10.0, 40.0), (a, b, a)))
     timeline = make_timeline(spec)
     with ReplayMemory(tmp_path) as store:
-        stage = KeyframeStage(timeline, "procedural", store)
+        stage = KeyframeStage(timeline, create_backend("procedural"), store)
         for k in range(timeline.num_segments):
             stage.run_segment(k)
         # Read back from the LMDB file itself: one entry every five seconds, prompts as made.
@@ -86,4 +88,5 @@ def test_a_returning_prompt_finds_its_first_remembered_keyframe(tmp_path):
         assert [k.t for k in view.entries] == [0.0, 10.0, 50.0, 55.0, 60.0]
         assert [k.prompt for k in view.entries][:2] == [a, b]
         assert [k.t for k in stage.memory_view(a).entries] == [0.0, 50.0, 55.0, 60.0]
-        assert KeyframeStage(timeline, "procedural", store, use_memory=False).memory_view(a).entries == ()
+        blind = KeyframeStage(timeline, create_backend("procedural"), store, use_memory=False)
+        assert blind.memory_view(a).entries == ()

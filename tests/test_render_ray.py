@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import replace
 
 import av
 import numpy as np
@@ -91,11 +92,19 @@ def test_workers_1_and_2_give_identical_video_with_audio_hls_memory_and_metrics(
             assert f'lvp_stage_seconds_count{{stage="{stage}"}} 3.0' in text
         results[workers] = (spec, report)
 
+    # The same loop in this process, without Ray (lvp render --executor local).
+    d = tmp_path / "local"
+    d.mkdir()
+    local = replace(results[1][0], out=d / "out.mp4", hls=d / "hls", workdir=d / "work")
+    local_report = run_job(local, beats, executor="local")
+    assert local_report["status"] == "ok" and local_report["keyframes_made"] == 13
+
     spec, report = results[2]
     frames1, _ = decode_video(results[1][0].out)
     frames2, rate = decode_video(spec.out)
     assert frames2.shape == (120, 64, 64, 3) and rate == 10
     assert np.array_equal(frames1, frames2)
+    assert np.array_equal(decode_video(local.out)[0], frames2)
 
     with av.open(str(spec.out)) as container:
         audio = container.streams.audio[0]
@@ -119,6 +128,8 @@ def test_workers_1_and_2_give_identical_video_with_audio_hls_memory_and_metrics(
         assert store.job()["seed"] == spec.seed
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_memory_commands(local_ray, tmp_path):
     spec = make_spec(tmp_path, duration=11.0, workers=2)
     run_job(spec, BeatTrack.metronome(spec.total_frames, spec.fps))
@@ -138,6 +149,8 @@ def test_memory_commands(local_ray, tmp_path):
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_sigkill_half_way_leaves_a_playable_mp4(tmp_path):
     out = tmp_path / "killed.mp4"
     cmd = [sys.executable, "-m", "cli", "render", "--prompt",
@@ -169,6 +182,8 @@ def metric(text, name):
     raise AssertionError(f"{name} not in the scrape")
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_report_and_metrics_agree_with_a_clock_outside_the_process(tmp_path):
     """Times in the report count from launch, as a user timing the command sees them, and the
     metrics endpoint outlives the job so a scraper reads the final values."""

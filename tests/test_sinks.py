@@ -146,6 +146,7 @@ while True:
 """
 
 
+@pytest.mark.subprocess
 def test_mp4_survives_sigkill(tmp_path, tone):
     path = tmp_path / "killed.mp4"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from engine.models.base import create_backend
 from engine.models.tiny import WEIGHTS
 from engine.models.tiny.layers import (
     CANVAS_CHANNELS,
@@ -161,6 +162,8 @@ def test_a_training_step_lowers_the_loss():
     assert total() < 0.7 * before
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_training_data_is_the_same_under_any_string_hash_seed():
     # Python salts str hashes per process; a seed must still give the same prompts.
     import subprocess
@@ -219,6 +222,7 @@ def test_pose_refit_changes_only_the_pose_model(tmp_path):
     assert json.loads(out.with_suffix(".json").read_text())["sha256"] == manifest["sha256"]
 
 
+@pytest.mark.shipped_model
 def test_shipped_weights_render_keyframes_and_frames(tmp_path):
     from engine.schedule import PromptSchedule
     from engine.spec import JobSpec
@@ -230,21 +234,22 @@ def test_shipped_weights_render_keyframes_and_frames(tmp_path):
                    fps=10, width=128, height=96, seed=1, overlap=4, model="tiny")
     timeline = Timeline(spec, BeatTrack.metronome(spec.total_frames, spec.fps))
     memory = ReplayMemory(tmp_path)
-    stage = KeyframeStage(timeline, "tiny", memory)
+    stage = KeyframeStage(timeline, create_backend("tiny"), memory)
     keys = stage.run_segment(0)
     assert [k.t for k in keys.keyframes] == [0, 1, 2, 3, 4, 5]
     assert [k.t for k in keys.around()] == [0, 1, 2, 3, 4, 5, 6]  # context: the next one
     assert keys.keyframes[0].image.shape == (64, 86, 3)
-    rendered = SegmentStage("tiny").render(timeline.segment(0), keys)
+    rendered = SegmentStage(create_backend("tiny")).render(timeline.segment(0), keys)
     assert rendered.frames.shape == (timeline.segment(0).num_frames, 96, 128, 3)
     assert rendered.frames.std() > 5  # a picture, not a flat field
     # Same seed, same keyframes: generation is deterministic.
-    again = KeyframeStage(timeline, "tiny", ReplayMemory(tmp_path / "b")).run_segment(0)
+    again = KeyframeStage(timeline, create_backend("tiny"), ReplayMemory(tmp_path / "b")).run_segment(0)
     assert np.array_equal(again.keyframes[3].image, keys.keyframes[3].image)
     assert memory.keyframe_times() == [0.0, 5.0]  # the replay memory: one keyframe per 5 s
     memory.close()
 
 
+@pytest.mark.shipped_model
 def test_shipped_weights_follow_the_reference_image(tmp_path):
     from PIL import Image
 
@@ -260,7 +265,8 @@ def test_shipped_weights_follow_the_reference_image(tmp_path):
     Image.fromarray(picture).save(tmp_path / "ref.png")
     spec = JobSpec(schedule=PromptSchedule.single("an orange square resting on a meadow"),
                    duration=2.0, fps=10, width=256, height=256, seed=0, image=tmp_path / "ref.png")
-    stage = KeyframeStage(Timeline(spec, BeatTrack.metronome(20, 10)), "tiny", ReplayMemory(tmp_path / "m"))
+    stage = KeyframeStage(Timeline(spec, BeatTrack.metronome(20, 10)), create_backend("tiny"),
+                          ReplayMemory(tmp_path / "m"))
     first = stage.run_segment(0).keyframes[0].image
     target = (squeeze_background(picture, 64) * 255).round().astype(np.uint8)
     assert psnr(first, target) > 20
@@ -270,6 +276,7 @@ def test_shipped_weights_follow_the_reference_image(tmp_path):
     assert light_error.max() < 8, light_error
 
 
+@pytest.mark.shipped_model
 @pytest.mark.parametrize("seed", [0, 1])
 def test_shipped_weights_draw_the_prompts_shape_on_unseen_pairs(tmp_path, seed):
     """The first keyframe's sprite layer matches the prompt's shape, for color-shape pairs the
@@ -285,14 +292,15 @@ def test_shipped_weights_draw_the_prompts_shape_on_unseen_pairs(tmp_path, seed):
     for i, (color, shape) in enumerate(HELD_OUT_PAIRS):
         spec = JobSpec(schedule=PromptSchedule.single(f"a {color} {shape} resting at sunset"),
                        duration=1.0, fps=10, width=64, height=64, seed=seed, model="tiny")
-        stage = KeyframeStage(Timeline(spec, BeatTrack.metronome(10, 10)), "tiny",
+        stage = KeyframeStage(Timeline(spec, BeatTrack.metronome(10, 10)), create_backend("tiny"),
                               ReplayMemory(tmp_path / f"m{i}"))
-        alpha = (stage.run_segment(0).keyframes[0].latent[6].astype(np.float32) + 1) / 2
+        alpha = (stage.run_segment(0).keyframes[0].state.canvas[6].astype(np.float32) + 1) / 2
         errors = {s: np.abs(alpha - t).mean() for s, t in templates.items()}
         drawn.append(min(errors, key=errors.get))
     assert drawn == [shape for _, shape in HELD_OUT_PAIRS]
 
 
+@pytest.mark.shipped_model
 def test_shipped_weights_bring_a_returning_prompts_scene_back(tmp_path):
     """A, B, A: the returning shot's backdrop matches A's first shot with the replay memory
     (the memory holds A's first canvas) and not without it (a new shot draws new noise,
@@ -309,15 +317,18 @@ def test_shipped_weights_bring_a_returning_prompts_scene_back(tmp_path):
     timeline = Timeline(spec, BeatTrack.metronome(spec.total_frames, spec.fps))
     distance = {}
     for use_memory in (True, False):
-        stage = KeyframeStage(timeline, "tiny", ReplayMemory(tmp_path / str(use_memory)), use_memory)
+        stage = KeyframeStage(timeline, create_backend("tiny"), ReplayMemory(tmp_path / str(use_memory)),
+                              use_memory)
         made = {kf.t: kf for k in range(timeline.num_segments) for kf in stage.run_segment(k).keyframes}
-        backdrop = {t: kf.latent[:3].astype(np.float32) for t, kf in made.items()}  # the canvas's background
+        # the canvas's background layer
+        backdrop = {t: kf.state.canvas[:3].astype(np.float32) for t, kf in made.items()}
         first = np.mean([backdrop[t] for t in range(2, 10)], axis=0)
         back = np.mean([backdrop[t] for t in range(22, 30)], axis=0)
         distance[use_memory] = float(np.abs(first - back).mean())
     assert distance[True] < 0.5 * distance[False], distance
 
 
+@pytest.mark.shipped_model
 def test_shipped_pose_model_keeps_an_orbit_in_the_frame():
     # Stage 1 feeds every pose back as history: a 4% error per keyframe once made the orbit
     # spiral out of the frame within a minute (in frame 0.44 over 2 minutes).

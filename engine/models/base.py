@@ -166,6 +166,7 @@ class Backend(ABC):
         """Raise InputError when the backend cannot run with `config` (missing weights, ...).
 
         Cheap and import-light: the command line calls it before any work starts."""
+        return None
 
     @classmethod
     def test_config(cls, folder: Path) -> BackendConfig:

@@ -23,6 +23,9 @@ class TinyBackend(Backend):
 
     @classmethod
     def check(cls, config: BackendConfig) -> None:
+        if (config.device, config.dtype) != ("cpu", "float32"):
+            raise InputError(f"the tiny model runs on cpu in float32, not {config.device} "
+                             f"{config.dtype}")
         path = weights_path(config)
         if not path.is_file():
             raise InputError(f"tiny model weights not found: {path} (make them with `lvp train`)")
