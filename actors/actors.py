@@ -5,7 +5,6 @@ The same objects run in one process under engine.executor.LocalExecutor.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import ray
@@ -13,23 +12,11 @@ import ray
 from engine.models.base import BackendConfig, create_backend
 from engine.stages import KeyframeStage, RenderedSegment, SegmentKeyframes, SegmentStage, rendered_stats
 from engine.stats import SegmentRendered
+from engine.threads import limit_threads
 from engine.timeline import SegmentPlan, Timeline
 from memory.replay import ReplayMemory
 from stitcher.outputs import OutputConfig, open_sinks
 from stitcher.stitch import Stitcher, StitchStats
-
-
-def _limit_threads(threads: int) -> None:
-    """One actor per core: keep torch and OpenCV from oversubscribing the machine.
-
-    Call it after the backend is loaded: torch is only configured where a backend imported
-    it, so torch-free backends don't pay its start-up time and memory in every actor.
-    """
-    import cv2
-
-    cv2.setNumThreads(threads)
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
 
 
 @ray.remote
@@ -39,7 +26,7 @@ class KeyframeActor:
     def __init__(self, timeline: Timeline, backend: str, config: BackendConfig, workdir: str) -> None:
         self.memory = ReplayMemory(Path(workdir))
         self.stage = KeyframeStage(timeline, create_backend(backend, config), self.memory)
-        _limit_threads(config.threads)
+        limit_threads(config.threads)
 
     def put_job(self, info: dict) -> None:
         self.memory.put_job(info)
@@ -60,7 +47,7 @@ class SegmentActor:
 
     def __init__(self, backend: str, config: BackendConfig) -> None:
         self.stage = SegmentStage(create_backend(backend, config))
-        _limit_threads(config.threads)
+        limit_threads(config.threads)
 
     def ready(self) -> None:
         """Returns once the constructor (the model load) is done."""
@@ -81,7 +68,7 @@ class StitcherActor:
 
     def __init__(self, outputs: OutputConfig, blend: str = "flow", threads: int = 1) -> None:
         self.stitcher = Stitcher(open_sinks(outputs), blend=blend)
-        _limit_threads(threads)
+        limit_threads(threads)
 
     def ready(self) -> None:
         """Returns once the outputs are open."""

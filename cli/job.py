@@ -16,6 +16,7 @@ from engine.models.base import BackendConfig, create_backend
 from engine.spec import JobSpec
 from engine.stages import KeyframeStage, SegmentStage
 from engine.stats import JobClock, RunTotals, StatLogger, StatLoggers
+from engine.threads import limit_threads
 from engine.timeline import BeatTrack, Timeline
 from memory.replay import STORE_NAME, ReplayMemory
 from stitcher.audio_track import AudioInput
@@ -52,6 +53,7 @@ def local_executor(timeline: Timeline, spec: JobSpec, blend: str) -> LocalExecut
         keyframes = KeyframeStage(timeline, backend, memory)
         segments = SegmentStage(backend)
         stitcher = Stitcher(open_sinks(output_config(spec)), blend=blend)
+        limit_threads(backend.config.threads)  # as in the actors: the same frames
     except BaseException:
         memory.close()
         raise

@@ -221,3 +221,21 @@ def test_report_and_metrics_agree_with_a_clock_outside_the_process(tmp_path):
     assert first_ts is not None
     assert abs(report["first_segment_seconds"] - first_ts) < max(2.0, 0.25 * first_ts)
     assert report["realtime_factor"] == pytest.approx(12.0 / report["wall_seconds"])
+
+
+def test_tiny_model_renders_the_same_frames_on_ray_and_in_process(local_ray, tmp_path):
+    """Both executors run the same stage objects with the same thread count: same frames."""
+    from engine.models.tiny import TinyBackend
+
+    weights = TinyBackend.test_config(tmp_path).weights
+    frames = {}
+    for executor in ("ray", "local"):
+        d = tmp_path / executor
+        d.mkdir()
+        spec = make_spec(d, model="tiny", weights=weights, duration=11.0, workers=2,
+                         prompt="a pink star dancing on the ocean")
+        report = run_job(spec, BeatTrack.metronome(spec.total_frames, spec.fps), executor=executor)
+        assert report["status"] == "ok"
+        frames[executor], _ = decode_video(spec.out)
+    assert frames["ray"].shape == (110, 64, 64, 3)
+    assert np.array_equal(frames["ray"], frames["local"])
