@@ -223,6 +223,7 @@ def test_report_and_metrics_agree_with_a_clock_outside_the_process(tmp_path):
     assert report["realtime_factor"] == pytest.approx(12.0 / report["wall_seconds"])
 
 
+@pytest.mark.slow
 def test_tiny_model_renders_the_same_frames_on_ray_and_in_process(local_ray, tmp_path):
     """Both executors run the same stage objects with the same thread count: same frames."""
     from engine.models.tiny import TinyBackend
