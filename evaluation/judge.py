@@ -24,16 +24,17 @@ import cv2
 import numpy as np
 
 from engine.prompt import BACKGROUNDS, COLORS, SHAPES, Scene
-from engine.world import BASE_RADIUS, BeatSample, SubjectState, background, draw_subject, subject_state
+from engine.sprites import draw_sprite, paste
+from engine.world import BeatSample, SubjectState, background, draw_subject, subject_state
 
 JUDGE_WEIGHTS = Path(__file__).parent / "weights" / "judge.safetensors"
 # The judge's own input size, fixed with its weights: every picture is resized to 64x64 first.
 SIDE = 64
 COLOR_NAMES = tuple(COLORS)
 # The tiny model's look, which the judge also trains on: its subject is a 32x32 sprite layer
-# (radius 10 pixels at scale 1), upsampled to 64x64 and warped into the frame. The few lines
-# of geometry are copied below, not imported, so the judge never depends on the generator and
-# retraining or reshaping the generator cannot move the yardstick.
+# (radius 10 pixels at scale 1), upsampled to 64x64 and warped into the frame. The geometry is
+# the judge's own (the world's sprite primitives take it as arguments), so the judge never
+# depends on the generator and retraining or reshaping it cannot move the yardstick.
 _SPRITE_SIDE = 32
 _SPRITE_RADIUS = 10.0
 _LAYER_SIDE = 64
@@ -43,56 +44,6 @@ def to_input(pictures: list[np.ndarray]) -> np.ndarray:
     """RGB uint8 pictures of any size -> [N, 3, 64, 64] float32 in [-1, 1]."""
     small = np.stack([cv2.resize(p, (SIDE, SIDE), interpolation=cv2.INTER_AREA) for p in pictures])
     return small.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0
-
-
-def _sprite(scene: Scene, side: int = _SPRITE_SIDE) -> np.ndarray:
-    """The subject drawn upright at the center: [side, side, 4] straight-alpha float in [0, 1].
-
-    Drawn once on black and once on white: the difference gives the exact anti-aliased
-    alpha, and the black render is the premultiplied color.
-    """
-    radius = _SPRITE_RADIUS * side / _SPRITE_SIDE
-    state = SubjectState(0.5, 0.5, radius / (BASE_RADIUS * side), 0.0)
-    on_black = np.zeros((side, side, 3), np.uint8)
-    on_white = np.full((side, side, 3), 255, np.uint8)
-    draw_subject(on_black, scene, state)
-    draw_subject(on_white, scene, state)
-    alpha = 1.0 - (on_white.astype(np.float32) - on_black.astype(np.float32)).mean(-1) / 255.0
-    alpha = np.clip(alpha, 0.0, 1.0)
-    color = on_black.astype(np.float32) / 255.0 / np.maximum(alpha, 1e-3)[..., None]
-    color = np.where(alpha[..., None] > 1e-3, np.clip(color, 0.0, 1.0), 0.0)
-    return np.concatenate([color, alpha[..., None]], axis=-1).astype(np.float32)
-
-
-def _paste(picture: np.ndarray, layer: np.ndarray, where: SubjectState) -> np.ndarray:
-    """An RGBA sprite layer ([s, s, 4] float 0..1, drawn at _SPRITE_RADIUS per _SPRITE_SIDE)
-    warped onto a uint8 picture: centered at `where`, radius BASE_RADIUS * scale of the
-    shorter side, turned by `where.angle` (counter-clockwise on screen)."""
-    height, width = picture.shape[:2]
-    side = layer.shape[0]
-    radius_frame = BASE_RADIUS * where.scale * min(width, height)
-    zoom = radius_frame / (_SPRITE_RADIUS * side / _SPRITE_SIDE)
-    c, s = math.cos(where.angle) * zoom, math.sin(where.angle) * zoom
-    center = side * 0.5
-    # Counter-clockwise on screen (y down): x' = c*x + s*y, y' = -s*x + c*y.
-    m = np.array([[c, s, 0.0], [-s, c, 0.0]], dtype=np.float64)
-    m[:, 2] = [where.x * width, where.y * height] - m[:, :2] @ [center, center]
-    # Only the sprite's bounding box is warped and blended.
-    corners = m[:, :2] @ np.array([[0, side, 0, side], [0, 0, side, side]], np.float64) + m[:, 2:]
-    x0, y0 = np.floor(corners.min(axis=1)).astype(int) - 1
-    x1, y1 = np.ceil(corners.max(axis=1)).astype(int) + 2
-    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
-    out = picture.astype(np.uint8, copy=True)
-    if x1 <= x0 or y1 <= y0:
-        return out  # entirely outside the picture
-    rgba = np.concatenate([layer[..., :3] * layer[..., 3:], layer[..., 3:]], axis=-1)  # premultiplied
-    m[:, 2] -= (x0, y0)
-    warped = cv2.warpAffine(rgba, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    box = out[y0:y1, x0:x1].astype(np.float32)
-    blended = box * (1.0 - warped[..., 3:]) + warped[..., :3] * 255.0
-    out[y0:y1, x0:x1] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
-    return out
 
 
 def world_picture(rng: np.random.Generator) -> tuple[np.ndarray, int, int]:
@@ -106,8 +57,10 @@ def world_picture(rng: np.random.Generator) -> tuple[np.ndarray, int, int]:
     if rng.random() < 0.5:
         draw_subject(img, scene, SubjectState(float(x), float(y), scale, angle))
     else:  # the tiny model's look: a small sprite layer, upsampled, warped in
-        layer = cv2.resize(_sprite(scene), (_LAYER_SIDE, _LAYER_SIDE), interpolation=cv2.INTER_LINEAR)
-        img = _paste(img, layer, SubjectState(float(x), float(y), scale, angle))
+        layer = cv2.resize(draw_sprite(scene, 0.0, _SPRITE_SIDE, _SPRITE_RADIUS),
+                           (_LAYER_SIDE, _LAYER_SIDE), interpolation=cv2.INTER_LINEAR)
+        radius = _SPRITE_RADIUS * _LAYER_SIDE / _SPRITE_SIDE  # the subject's radius in the layer
+        img = paste(img, layer, SubjectState(float(x), float(y), scale, angle), radius)
     img = cv2.resize(img, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
     if rng.random() < 0.6:
         img = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(0.3, 1.2)))

@@ -157,6 +157,24 @@ class _SinkBase:
             self.frames_written += 1
             self._mux_video(self._video.encode(frame))
 
+    def close(self) -> None:
+        """Flush the encoder and finish the output; resources are released whatever happens."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._video is not None:
+                self._mux_video(self._video.encode(None))
+            self._finish()
+        finally:
+            self._release()
+
+    def _finish(self) -> None:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        raise NotImplementedError
+
     def _mux_video(self, packets: list[av.Packet]) -> None:
         for packet in packets:
             self._mux_video_packet(packet)
@@ -242,19 +260,14 @@ class FragmentedMP4Sink(_SinkBase):
             _configure_aac(self._audio_stream.codec_context)
             self._audio = _AudioFeed(track, self._audio_stream.codec_context)
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            if self._video is not None:
-                self._mux_video(self._video.encode(None))
-            if self._audio is not None:
-                self._mux_audio(self._packets_out / self.fps, final=True)
-        finally:
-            self._container.close()
-            if self._audio is not None:
-                self._audio.track.close()
+    def _finish(self) -> None:
+        if self._audio is not None:
+            self._mux_audio(self._packets_out / self.fps, final=True)
+
+    def _release(self) -> None:
+        self._container.close()
+        if self._audio is not None:
+            self._audio.track.close()
 
     def _mux_video_packet(self, packet: av.Packet) -> None:
         packet.stream = self._video_stream
@@ -349,24 +362,19 @@ class HLSSink(_SinkBase):
             self._audio = _AudioFeed(track, encoder)
         self.folder.mkdir(parents=True, exist_ok=True)
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            if self._video is not None:
-                self._mux_video(self._video.encode(None))
-            if self._segment is not None:
-                self._finish_segment(ended=True)
-            else:
-                write_atomic(self.playlist_path, self._playlist.render(ended=True))
-        finally:
-            if self._segment is not None:  # only after an error: drop the partial segment
-                self._segment.container.close()
-                self._segment.tmp.unlink(missing_ok=True)
-                self._segment = None
-            if self._audio is not None:
-                self._audio.track.close()
+    def _finish(self) -> None:
+        if self._segment is not None:
+            self._finish_segment(ended=True)
+        else:
+            write_atomic(self.playlist_path, self._playlist.render(ended=True))
+
+    def _release(self) -> None:
+        if self._segment is not None:  # only after an error: drop the partial segment
+            self._segment.container.close()
+            self._segment.tmp.unlink(missing_ok=True)
+            self._segment = None
+        if self._audio is not None:
+            self._audio.track.close()
 
     def _mux_video_packet(self, packet: av.Packet) -> None:
         if packet.is_keyframe and self._segment is not None:
