@@ -31,7 +31,6 @@ from engine.models.tiny.layers import (
     composite,
     crop_sprite,
     from_canvas,
-    premultiply,
     squeeze_background,
 )
 from engine.models.tiny.modules import (
@@ -45,6 +44,7 @@ from engine.models.tiny.modules import (
 from engine.models.tiny.state import TinyState
 from engine.models.tiny.tokenizer import tokenize
 from engine.models.tiny.trajectory import trajectory_baseline, trajectory_features
+from engine.sprites import premultiply
 from engine.timeline import AUDIO_WINDOW, KeyframePlan, SegmentPlan
 
 SAMPLING_STEPS = 8
