@@ -16,6 +16,7 @@ from engine.threads import limit_threads
 from engine.timeline import SegmentPlan, Timeline
 from memory.replay import ReplayMemory
 from stitcher.outputs import OutputConfig, open_sinks
+from stitcher.probe import ProbePlan
 from stitcher.stitch import Stitcher, StitchStats
 
 
@@ -66,8 +67,9 @@ class SegmentActor:
 class StitcherActor:
     """Stage 3: orders, blends and encodes; owns the output files."""
 
-    def __init__(self, outputs: OutputConfig, blend: str = "flow", threads: int = 1) -> None:
-        self.stitcher = Stitcher(open_sinks(outputs), blend=blend)
+    def __init__(self, outputs: OutputConfig, blend: str = "flow", probe: ProbePlan | None = None,
+                 threads: int = 1) -> None:
+        self.stitcher = Stitcher(open_sinks(outputs), blend=blend, probe=probe)
         limit_threads(threads)
 
     def ready(self) -> None:

@@ -20,16 +20,18 @@ from engine.executor import Executor
 from engine.models.base import BackendConfig
 from engine.timeline import SegmentPlan, Timeline
 from stitcher.outputs import OutputConfig
+from stitcher.probe import ProbePlan
 
 
 class RayExecutor(Executor):
     def __init__(self, timeline: Timeline, backend: str, config: BackendConfig, workdir: Path,
-                 outputs: OutputConfig, blend: str, workers: int, gpus_per_worker: float = 0.0) -> None:
+                 outputs: OutputConfig, blend: str, workers: int, gpus_per_worker: float = 0.0,
+                 probe: ProbePlan | None = None) -> None:
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.keyframer = KeyframeActor.options(num_cpus=0.5, scheduling_strategy=here).remote(
             timeline, backend, config, str(workdir))
         self.stitcher = StitcherActor.options(num_cpus=0.5, scheduling_strategy=here).remote(
-            outputs, blend)
+            outputs, blend, probe)
         self.segment_actors = [
             SegmentActor.options(num_cpus=1, num_gpus=gpus_per_worker).remote(backend, config)
             for _ in range(workers)]

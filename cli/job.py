@@ -21,6 +21,7 @@ from engine.timeline import BeatTrack, Timeline
 from memory.replay import STORE_NAME, ReplayMemory
 from stitcher.audio_track import AudioInput
 from stitcher.outputs import OutputConfig, open_sinks
+from stitcher.probe import ProbePlan
 from stitcher.stitch import Stitcher
 
 EXECUTORS = ("ray", "local")
@@ -31,6 +32,12 @@ def output_config(spec: JobSpec) -> OutputConfig:
     return OutputConfig(fps=spec.fps, width=spec.width, height=spec.height, mp4=spec.out,
                         hls=spec.hls, audio=audio, hls_segment_seconds=spec.hls_segment_seconds,
                         crf=spec.crf, preset=spec.encoder_preset)
+
+
+def probe_plan(spec: JobSpec) -> ProbePlan:
+    """Where the stitcher measures the run's temporal quality: keyframes and boundaries."""
+    return ProbePlan(fps=spec.fps, segment_frames=spec.segment_seconds * spec.fps,
+                     overlap=spec.overlap, total_frames=spec.total_frames)
 
 
 def backend_config(spec: JobSpec) -> BackendConfig:
@@ -52,7 +59,7 @@ def local_executor(timeline: Timeline, spec: JobSpec, blend: str) -> LocalExecut
     try:
         keyframes = KeyframeStage(timeline, backend, memory)
         segments = SegmentStage(backend)
-        stitcher = Stitcher(open_sinks(output_config(spec)), blend=blend)
+        stitcher = Stitcher(open_sinks(output_config(spec)), blend=blend, probe=probe_plan(spec))
         limit_threads(backend.config.threads)  # as in the actors: the same frames
     except BaseException:
         memory.close()
@@ -93,7 +100,8 @@ def run_job(
 
             started_ray = connect(spec, address, cfg.in_flight)
             runner = RayExecutor(timeline, spec.model, backend_config(spec), spec.workdir,
-                                 output_config(spec), blend, spec.workers, spec.gpus_per_worker)
+                                 output_config(spec), blend, spec.workers, spec.gpus_per_worker,
+                                 probe_plan(spec))
         else:
             runner = local_executor(timeline, spec, blend)
         runner.start(spec.summary())
@@ -152,6 +160,7 @@ def build_report(spec: JobSpec, timeline: Timeline, totals: RunTotals, wall: flo
         "keyframe_times": list(timeline.track),
         "keyframes_made": totals.keyframes,
         "stage_seconds": vars(totals.stage_seconds),
+        "temporal": totals.temporal(),
         **totals.timing(wall),
         "warnings": list(spec.warnings),
         "versions": {"lvp": __version__, "python": platform.python_version(),

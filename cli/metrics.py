@@ -12,6 +12,7 @@ _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120
 # After the job, /metrics stays up this long by default: Prometheus scrapes every 15 s by
 # default, so twice that lets one scrape see the final values.
 DEFAULT_LINGER_SECONDS = 30.0
+_SEAM_BUCKETS = (1.0, 1.1, 1.2, 1.5, 2.0, 3.0, 5.0, 10.0)
 
 
 class PrometheusLogger(StatLogger):
@@ -35,6 +36,17 @@ class PrometheusLogger(StatLogger):
                                      registry=r)
         self.in_flight_segments = Gauge("lvp_segments_in_flight",
                                         "Segments submitted, not yet written", registry=r)
+        self.seam_ratio = Histogram("lvp_seam_ratio",
+                                    "Per segment boundary: largest frame step in the blend window "
+                                    "over the local median (1: invisible)",
+                                    buckets=_SEAM_BUCKETS, registry=r)
+        self.worst_seam_ratio = Gauge("lvp_worst_seam_ratio", "Largest seam ratio so far",
+                                      registry=r)
+        self.keyframe_step_ratio = Gauge("lvp_keyframe_step_ratio",
+                                         "Mean frame step onto a model keyframe over the mean "
+                                         "step elsewhere, so far (1: keyframes invisible)",
+                                         registry=r)
+        self._worst_seam = 0.0
         self._written_frames = 0
         self._server = None
         self._done = threading.Event()
@@ -52,6 +64,12 @@ class PrometheusLogger(StatLogger):
         self.stage_seconds.labels("blend").observe(stats.blend_seconds)
         self.stage_seconds.labels("encode").observe(stats.encode_seconds)
         self.realtime_factor.set(self._written_frames / self.fps / max(now, 1e-9))
+        for seam in stats.seams:
+            self.seam_ratio.observe(seam.seam_ratio)
+            self._worst_seam = max(self._worst_seam, seam.seam_ratio)
+            self.worst_seam_ratio.set(self._worst_seam)
+        if stats.steps.ratio is not None:
+            self.keyframe_step_ratio.set(stats.steps.ratio)
 
     def in_flight(self, segments: int) -> None:
         self.in_flight_segments.set(segments)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,28 @@ class SegmentRendered:
     render_seconds: float  # inside the segment model
     keyframe_seconds: float  # inside the keyframe model, for this segment's keyframes
     keyframes_made: int  # new keyframes Stage 1 generated for it (each counted once per job)
+
+
+class SeamFigure(Protocol):
+    """One segment boundary's quality (stitcher.probe.SeamQuality)."""
+
+    @property
+    def boundary(self) -> int: ...  # the segment that starts there
+    @property
+    def frame(self) -> int: ...
+    @property
+    def seam_ratio(self) -> float: ...
+
+
+class StepFigures(Protocol):
+    """The run's frame steps so far (stitcher.probe.StepTotals)."""
+
+    @property
+    def keyframe_step(self) -> float | None: ...
+    @property
+    def other_step(self) -> float | None: ...
+    @property
+    def ratio(self) -> float | None: ...
 
 
 class StitchResult(Protocol):
@@ -36,6 +58,10 @@ class StitchResult(Protocol):
     def blend_seconds(self) -> float: ...
     @property
     def encode_seconds(self) -> float: ...
+    @property
+    def seams(self) -> tuple[SeamFigure, ...]: ...
+    @property
+    def steps(self) -> StepFigures: ...
 
 
 @dataclass(frozen=True)
@@ -112,6 +138,8 @@ class RunTotals(StatLogger):
         self.first_segment_seconds: float | None = None
         self.first_segment_frames = 0
         self.end_seconds: float | None = None
+        self.seams: list[SeamFigure] = []
+        self.steps: StepFigures | None = None
 
     def ready(self, startup_seconds: float) -> None:
         self.startup_seconds = startup_seconds
@@ -126,12 +154,26 @@ class RunTotals(StatLogger):
         self.stage_seconds.blend += stats.blend_seconds
         self.stage_seconds.encode += stats.encode_seconds
         self.segments_done.extend(stats.emitted)
+        self.seams.extend(stats.seams)
+        self.steps = stats.steps
         if stats.emitted and self.first_segment_seconds is None:
             self.first_segment_seconds = now
             self.first_segment_frames = self.frames
 
     def finished(self, now: float) -> None:
         self.end_seconds = now
+
+    def temporal(self) -> dict[str, Any]:
+        """The run's temporal quality, measured by the stitcher on the frames it wrote."""
+        steps = self.steps
+        return {
+            "keyframe_step_ratio": steps.ratio if steps else None,
+            "keyframe_step": steps.keyframe_step if steps else None,
+            "other_step": steps.other_step if steps else None,
+            "worst_seam_ratio": max((s.seam_ratio for s in self.seams), default=None),
+            "seams": [{"segment": s.boundary, "frame": s.frame, "seam_ratio": s.seam_ratio}
+                      for s in self.seams],
+        }
 
     def timing(self, wall_seconds: float) -> dict[str, float | None]:
         """The report's timing figures, all from launch except the loop's own."""

@@ -68,7 +68,10 @@ def _x264_options(crf: int, preset: str, keyint: int) -> dict[str, str]:
 
 
 def _rgb_frame(rgb: np.ndarray, pts: int, time_base: Fraction) -> av.VideoFrame:
-    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+    """An RGB picture as the encoder's yuv420p frame, converted here on one thread: left to
+    the encoder, swscale splits the picture over threads and rounds differently depending on
+    how the split falls, so the same frames encoded twice differed on a busy machine."""
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p", threads=1)
     frame.pts = pts
     frame.time_base = time_base
     return frame

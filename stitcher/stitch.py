@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stitcher.blend import BLENDS
+from stitcher.probe import ProbePlan, SeamQuality, StepTotals, TemporalProbe
 from stitcher.sinks import Sink
 
 
@@ -21,6 +22,8 @@ class StitchStats:
     next_frame: int  # global index of the next frame to be written
     blend_seconds: float
     encode_seconds: float
+    seams: tuple[SeamQuality, ...] = ()  # boundaries whose quality became known
+    steps: StepTotals = StepTotals()  # the run's frame steps so far (keyframes vs elsewhere)
 
 
 @dataclass
@@ -38,9 +41,11 @@ class Stitcher:
     arrives and then blended, so every output frame is written exactly once.
     """
 
-    def __init__(self, sinks: Sequence[Sink], blend: str = "flow") -> None:
+    def __init__(self, sinks: Sequence[Sink], blend: str = "flow",
+                 probe: ProbePlan | None = None) -> None:
         self.sinks = list(sinks)
         self.blend = BLENDS[blend]
+        self.probe = TemporalProbe(probe) if probe else None
         self.pending: dict[int, _Pending] = {}
         self.next_index = 0
         self.next_frame = 0
@@ -53,6 +58,7 @@ class Stitcher:
             raise ValueError(f"segment {index}: shared tail {shared_tail} out of range")
         self.pending[index] = _Pending(frame_start, frames, shared_tail)
         emitted: list[int] = []
+        seams: list[SeamQuality] = []
         written = 0
         blend_s = encode_s = 0.0
         while self.next_index in self.pending:
@@ -70,14 +76,21 @@ class Stitcher:
             out = np.concatenate([head, seg.frames[shared:body_stop]]) if shared else \
                 seg.frames[:body_stop]
             self._write(out)
-            encode_s += time.perf_counter() - t1
-            blend_s += t1 - t0
+            t2 = time.perf_counter()
+            if self.probe is not None:  # its few milliseconds count as blending
+                seams += self.probe.observe(self.next_frame, out)
+                if seg.shared_tail == 0:  # the last segment: nothing follows its frames
+                    seams += self.probe.finish()
+            encode_s += t2 - t1
+            blend_s += t1 - t0 + time.perf_counter() - t2
             self.held = seg.frames[body_stop:]
             self.next_frame += len(out)
             written += len(out)
             emitted.append(self.next_index)
             self.next_index += 1
-        return StitchStats(tuple(emitted), written, self.next_frame, blend_s, encode_s)
+        steps = self.probe.totals if self.probe is not None else StepTotals()
+        return StitchStats(tuple(emitted), written, self.next_frame, blend_s, encode_s,
+                           tuple(seams), steps)
 
     def _write(self, frames: np.ndarray) -> None:
         if len(frames):

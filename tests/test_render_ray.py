@@ -90,6 +90,10 @@ def test_workers_1_and_2_give_identical_video_with_audio_hls_memory_and_metrics(
         assert report["keyframes_made"] == len(report["keyframe_times"]) == 13
         for stage in report["stage_seconds"]:  # the report's stage names, also in the metrics
             assert f'lvp_stage_seconds_count{{stage="{stage}"}} 3.0' in text
+        temporal = report["temporal"]
+        assert "lvp_seam_ratio_count 2.0" in text and len(temporal["seams"]) == 2
+        assert metric(text, "lvp_worst_seam_ratio") == pytest.approx(temporal["worst_seam_ratio"])
+        assert metric(text, "lvp_keyframe_step_ratio") == pytest.approx(temporal["keyframe_step_ratio"])
         results[workers] = (spec, report)
 
     # The same loop in this process, without Ray (lvp render --executor local).
