@@ -5,7 +5,7 @@ every frame (mean absolute difference to the frame before, 0-255 levels), and tu
 - the keyframe step ratio: the mean step onto a model keyframe (every second) over the mean
   step elsewhere (1.0: keyframes are invisible; a pulse once a second shows as more);
 - one seam ratio per segment boundary (stitcher.quality.seam_ratio_at: the largest step in the
-  blend window over the local median).
+  blend window over the local median, both plus STEP_FLOOR so a still picture reads 1.0).
 Memory is bounded for any length of video: running sums, and the steps of the last few seconds.
 The figures only need frames with their global index, so whoever holds the frames can run a
 probe (the stitcher today; the segment actors for their own frames if they encode).
@@ -124,7 +124,8 @@ class TemporalProbe:
         # self._steps[m] is the step onto frame `first + m`, i.e. diffs[first - 1 + m].
         first = self._next_frame - len(self._steps)
         diffs = np.array(self._steps, np.float32)
-        ratio = seam_ratio_at(diffs, frame - (first - 1), self.plan.overlap, self.plan.fps)
+        ratio = seam_ratio_at(diffs, frame - (first - 1), self.plan.overlap, self.plan.fps,
+                              floor=STEP_FLOOR)
         seam = SeamQuality(self._next_boundary, frame, ratio)
         self._next_boundary += 1
         return seam

@@ -20,12 +20,14 @@ def seam_ratio(frames: np.ndarray, boundaries: Sequence[int], overlap: int, fps:
     return float(max(seam_ratio_at(diffs, b, overlap, fps) for b in boundaries))
 
 
-def seam_ratio_at(diffs: np.ndarray, boundary: int, overlap: int, fps: int) -> float:
+def seam_ratio_at(diffs: np.ndarray, boundary: int, overlap: int, fps: int,
+                  floor: float = 0.0) -> float:
     """One boundary's seam ratio; diffs[j] is the change from frame j to frame j + 1 and
-    `boundary` the index of the first frame after the boundary."""
+    `boundary` the index of the first frame after the boundary. `floor` (levels) is added to
+    both sides, so a still picture reads 1.0 rather than a ratio of invisible changes."""
     lo, hi = max(boundary - overlap // 2 - 1, 1), boundary + overlap // 2 + 1
     inside = np.median(np.concatenate([diffs[max(lo - fps, 0):lo], diffs[hi:hi + fps]]))
-    return float(diffs[lo:hi].max() / max(inside, 1e-6))
+    return float((diffs[lo:hi].max() + floor) / max(inside + floor, 1e-6))
 
 
 def edge_energy(frame: np.ndarray) -> float:
