@@ -2,25 +2,57 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import ray
 
 from engine.spec import JobSpec
 
 GiB = 1 << 30
+LOOPBACK = "127.0.0.1"
+
+
+@contextlib.contextmanager
+def _loopback_node_ip() -> Iterator[None]:
+    """Make Ray take the loopback address as this node's IP while it starts.
+
+    Ray binds the GCS, the raylet, the object manager, every worker and its agents to the
+    node IP, found from the default route (a LAN address). `_node_ip_address="127.0.0.1"`
+    alone is not enough on Linux: ray.init turns a loopback address back into the routed one
+    unless `ray_constants.ENABLE_RAY_CLUSTER` is off, which is how Ray itself keeps a
+    macOS or Windows laptop on loopback. The flag is only read while the node starts (the
+    processes it launches get the IP on their command line), so it is restored afterwards.
+    """
+    from ray._private import ray_constants
+
+    saved = getattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 def ray_init_local(workers: int, object_store_bytes: int) -> None:
     # Explicit figures: Ray must not size itself from the whole machine. address="local"
     # starts a private instance even when a `ray start` cluster runs on this machine.
-    ray.init(
-        address="local",
-        num_cpus=workers + 1,
-        object_store_memory=object_store_bytes,
-        _memory=max(2 * GiB, object_store_bytes),
-        include_dashboard=False,
-        configure_logging=False,
-        log_to_driver=True,
-    )
+    # Only this machine talks to it: every Ray socket listens on 127.0.0.1, there is no
+    # dashboard, and the per-node Prometheus exporter is off (the dashboard head's and the
+    # autoscaler's own metrics servers follow the node IP, so they are on loopback too).
+    with _loopback_node_ip():
+        ray.init(
+            address="local",
+            num_cpus=workers + 1,
+            object_store_memory=object_store_bytes,
+            _memory=max(2 * GiB, object_store_bytes),
+            _node_ip_address=LOOPBACK,
+            include_dashboard=False,
+            dashboard_host=LOOPBACK,
+            _system_config={"enable_metrics_collection": False},
+            configure_logging=False,
+            log_to_driver=True,
+        )
 
 
 def object_store_size(spec: JobSpec, in_flight: int) -> int:
@@ -33,8 +65,8 @@ def connect(spec: JobSpec, address: str | None, in_flight: int) -> bool:
     """Join `address` or start a local Ray sized for the job; True if this call started it."""
     if ray.is_initialized():
         return False
-    if address:
+    if address and address != "local":
         ray.init(address=address, configure_logging=False)
-    else:
+    else:  # "local" too: a private instance, with the loopback settings above
         ray_init_local(spec.workers, object_store_size(spec, in_flight))
     return True

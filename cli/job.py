@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 from engine.executor import Executor, LocalExecutor
 from engine.loop import LoopConfig, run_loop
 from engine.models.base import BackendConfig, create_backend
-from engine.spec import JobSpec
+from engine.spec import JobSpec, default_report
 from engine.stages import KeyframeStage, SegmentStage
 from engine.stats import JobClock, RunTotals, StatLogger, StatLoggers
 from engine.threads import limit_threads
@@ -45,10 +44,11 @@ def backend_config(spec: JobSpec) -> BackendConfig:
 
 
 def prepare_workdir(workdir: Path) -> None:
-    """A new job starts with an empty replay memory: old keyframes belong to another video."""
+    """A new job starts with an empty replay memory: old keyframes belong to another video.
+    Only LMDB's own two files are removed (validation refused a store holding anything else)."""
     store = workdir / STORE_NAME
-    if store.exists():
-        shutil.rmtree(store)
+    for name in ("data.mdb", "lock.mdb"):
+        (store / name).unlink(missing_ok=True)
     workdir.mkdir(parents=True, exist_ok=True)
 
 
@@ -171,12 +171,7 @@ def build_report(spec: JobSpec, timeline: Timeline, totals: RunTotals, wall: flo
 
 
 def report_path(spec: JobSpec) -> Path:
-    if spec.report:
-        return spec.report
-    if spec.out:
-        return spec.out.with_suffix(".json")
-    assert spec.hls is not None
-    return spec.hls / "report.json"
+    return spec.report or default_report(spec.out, spec.hls)
 
 
 def write_report(spec: JobSpec, report: dict) -> None:

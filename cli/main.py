@@ -211,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return memory.run(args)
     except InputError as exc:
-        print(f"lvp: error: {exc}", file=sys.stderr)
+        from engine.schedule import printable
+
+        print(f"lvp: error: {printable(exc)}", file=sys.stderr)
         return EXIT_INPUT
 
 
@@ -308,6 +310,7 @@ def process_age() -> float:
 
 def cmd_render(args: argparse.Namespace) -> int:
     from cli.render_args import spec_from_args
+    from engine.schedule import printable
     from engine.stats import JobClock
 
     # Every time in the report counts from the launch: the user's clock started there.
@@ -318,7 +321,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.metrics_linger < 0:
         raise InputError(f"--metrics-linger must be 0 or more, got {args.metrics_linger:g}")
     for warning in spec.warnings:
-        print(f"lvp: warning: {warning}", file=sys.stderr)
+        print(f"lvp: warning: {printable(warning)}", file=sys.stderr)
 
     # Validation is done; from here on, real work.
     from cli.job import report_path, run_job
@@ -351,7 +354,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 - one line for the user, details in the report
         metrics.stop()
-        print(f"lvp: render failed: {type(exc).__name__}: {exc} "
+        print(f"lvp: render failed: {type(exc).__name__}: {printable(exc)} "
               f"(partial output kept; report: {report_path(spec)})", file=sys.stderr)
         return EXIT_FAILED
     outputs = [str(p) for p in (spec.out, spec.hls) if p]

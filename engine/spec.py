@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import stat
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from engine.errors import InputError
-from engine.schedule import PromptSchedule, parse_clock
+from engine.schedule import PromptSchedule, file_kind, parse_clock, printable
 
 MAX_DURATION = 24 * 3600.0
 MIN_SIDE, MAX_WIDTH, MAX_HEIGHT = 64, 3840, 2160
@@ -100,17 +102,95 @@ def check_writable_dir(folder: Path, what: str) -> None:
             pass
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise InputError(f"{what} folder cannot be written: {folder} ({reason})") from None
+        raise InputError(f"{what} folder cannot be written: {printable(folder)} "
+                         f"({printable(reason)})") from None
 
 
 def check_output_file(path: Path, what: str) -> None:
-    if path.is_dir():
-        raise InputError(f"{what} {path} is a folder, expected a file path")
+    shown = printable(path)
+    if not path.name or path.name in (".", "..") or path.is_dir():
+        raise InputError(f"{what} {shown} is a folder, expected a file path")
+    mode = _stat_mode(path)
+    if mode is not None and not stat.S_ISREG(mode):
+        # Writing would hang on a FIFO and go nowhere (or somewhere odd) on a device.
+        raise InputError(f"{what} {shown} exists and is not a regular file ({file_kind(mode)})")
     check_writable_dir(path.parent if str(path.parent) else Path("."), what)
     if path.exists() and not os.access(path, os.W_OK):
-        raise InputError(f"{what} {path} exists and cannot be overwritten")
+        raise InputError(f"{what} {shown} exists and cannot be overwritten")
+
+
+def check_input_file(path: Path, what: str, allow_dir: bool = False) -> None:
+    """Refuse an input that exists but is not a regular file (a FIFO, a device such as
+    /dev/zero, a socket; a folder unless `allow_dir`), looking with stat only: nothing is
+    opened, so a FIFO cannot block. A missing file passes: its reader says 'not found'."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise InputError(f"{what} cannot be read: {printable(path)} ({printable(reason)})") from None
+    if stat.S_ISDIR(mode):
+        if allow_dir:
+            return
+        raise InputError(f"{what} is a folder, expected a file: {printable(path)}")
+    if not stat.S_ISREG(mode):
+        raise InputError(f"{what} is not a regular file ({file_kind(mode)}): {printable(path)}")
+
+
+def _stat_mode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+
+
+def resolved(path: Path) -> Path:
+    """The absolute path with symlinks resolved as far as they exist (never raises)."""
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, an unreadable folder
+        return Path(os.path.abspath(path))
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """True when `a` and `b` name one file: the same resolved path (symlinks, '..', relative
+    spellings) or, for existing files, the same inode (hard links)."""
+    if resolved(a) == resolved(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+def is_inside(path: Path, folder: Path) -> bool:
+    """True when `path` is `folder` or lies anywhere below it (after resolving both)."""
+    child, parent = resolved(path), resolved(folder)
+    if child == parent or child.is_relative_to(parent):
+        return True
+    try:  # the same folder reached by another route (a bind mount, a hard-linked parent)
+        return any(os.path.samefile(up, folder) for up in child.parents if up.exists())
+    except (OSError, ValueError):
+        return False
+
+
+def default_report(out: Path | None, hls: Path | None) -> Path:
+    """Where the run report goes without --report: OUT.json, else HLS/report.json."""
+    if out is not None:
+        return out.with_suffix(".json")
+    assert hls is not None
+    return hls / "report.json"
+
+
+def _number(value: float) -> str:
+    try:
+        return f"{value:g}"
+    except (OverflowError, ValueError):  # an int too large for a float
+        return f"a number of about {int(int(value).bit_length() * 0.30103) + 1} digits"
 
 
 def check_range(name: str, value: float, low: float, high: float) -> None:
-    if not low <= value <= high:
-        raise InputError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
+    if isinstance(value, float) and not math.isfinite(value) or not low <= value <= high:
+        raise InputError(f"{name} must be between {_number(low)} and {_number(high)}, "
+                         f"got {_number(value)}")

@@ -51,6 +51,10 @@ def decode_png(data: bytes) -> np.ndarray:
     return np.ascontiguousarray(bgr[..., ::-1])
 
 
+class DamagedStoreError(ValueError):
+    """The store's files are not a whole LMDB environment (truncated, overwritten)."""
+
+
 class ReplayMemory:
     """LMDB-backed keyframe store. Open with readonly=True from any reader process."""
 
@@ -62,6 +66,26 @@ class ReplayMemory:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._env = lmdb.open(str(self.path), map_size=map_size, readonly=readonly,
                               subdir=True, max_dbs=0, lock=not readonly)
+        if readonly:
+            try:
+                self.check_intact()
+            except BaseException:
+                self._env.close()
+                raise
+
+    def check_intact(self) -> None:
+        """Raise DamagedStoreError when data.mdb is shorter than the pages its header counts.
+
+        LMDB maps the file and trusts that header: reading a page past the end of a truncated
+        file kills the process with SIGBUS instead of raising. (Pages are never read beyond
+        the header's last page, so with this check a damaged file raises lmdb errors only.)
+        """
+        info, page = self._env.info(), self._env.stat()["psize"]
+        needed = (info["last_pgno"] + 1) * page
+        size = (self.path / "data.mdb").stat().st_size
+        if size < needed:
+            raise DamagedStoreError(f"replay memory {self.path} is truncated: data.mdb has "
+                                    f"{size:,} bytes of the {needed:,} its header counts")
 
     def close(self) -> None:
         self._env.close()
