@@ -135,9 +135,12 @@ def test_keyframes_of_another_backend_are_refused(backend_config, rendered, tmp_
     if not others:
         pytest.skip("no backend with another state type is registered")
     other_cls = backend_class(others[0])
-    foreign = render_all(other_cls(other_cls.test_config(tmp_path)), tmp_path)
+    other = other_cls(other_cls.test_config(tmp_path))
+    timeline = rendered.timeline
+    with ReplayMemory(tmp_path / "other") as memory:
+        foreign = KeyframeStage(timeline, other, memory).run_segment(0)
     with pytest.raises(ValueError, match="another backend"):
-        SegmentStage(cls(config)).render(rendered.timeline.segment(0), foreign.keys[0])
+        SegmentStage(cls(config)).render(timeline.segment(0), foreign)
 
 
 def test_missing_weights_are_an_input_error(backend_config, tmp_path):
