@@ -1,12 +1,5 @@
 from __future__ import annotations
 
-import os
-
-# One torch thread for the in-process models: the frames do not depend on it, and on a busy
-# machine two torch threads competing for a core are many times slower than one (read before
-# torch is first imported; subprocesses and Ray actors set their own).
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
 import av
 import numpy as np
 import pytest
