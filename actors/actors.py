@@ -5,6 +5,7 @@ The same objects run in one process under engine.executor.LocalExecutor.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import ray
@@ -17,7 +18,7 @@ from engine.timeline import SegmentPlan, Timeline
 from memory.replay import ReplayMemory
 from stitcher.outputs import OutputConfig, open_sinks
 from stitcher.probe import ProbePlan
-from stitcher.stitch import Stitcher, StitchStats
+from stitcher.stitch import ResumePoint, Stitcher, StitchStats
 
 
 @ray.remote
@@ -28,12 +29,17 @@ class KeyframeActor:
         self.memory = ReplayMemory(Path(workdir))
         self.stage = KeyframeStage(timeline, create_backend(backend, config), self.memory)
         limit_threads(config.threads)
+        self.unreported_restart = ray.get_runtime_context().was_current_actor_reconstructed
 
     def put_job(self, info: dict) -> None:
         self.memory.put_job(info)
 
     def run_segment(self, k: int) -> SegmentKeyframes:
-        return self.stage.run_segment(k)
+        keys = self.stage.run_segment(k)
+        if self.unreported_restart:
+            self.unreported_restart = False
+            keys = dataclasses.replace(keys, restarted=True)
+        return keys
 
     def mark_segment_done(self, k: int, info: dict) -> None:
         self.memory.mark_segment_done(k, info)
@@ -49,6 +55,7 @@ class SegmentActor:
     def __init__(self, backend: str, config: BackendConfig) -> None:
         self.stage = SegmentStage(create_backend(backend, config))
         limit_threads(config.threads)
+        self.unreported_restart = ray.get_runtime_context().was_current_actor_reconstructed
 
     def ready(self) -> None:
         """Returns once the constructor (the model load) is done."""
@@ -60,7 +67,11 @@ class SegmentActor:
         # starts this task once the previous segment is done and ships it here, the way
         # chain extenders condition on the last frames of the segment before.
         segment = self.stage.render(plan, keys)
-        return rendered_stats(keys, segment), segment
+        info = rendered_stats(keys, segment)
+        if self.unreported_restart:
+            self.unreported_restart = False
+            info = dataclasses.replace(info, restarted=(*info.restarted, "segment"))
+        return info, segment
 
 
 @ray.remote
@@ -68,8 +79,10 @@ class StitcherActor:
     """Stage 3: orders, blends and encodes; owns the output files."""
 
     def __init__(self, outputs: OutputConfig, blend: str = "flow", probe: ProbePlan | None = None,
-                 threads: int = 1) -> None:
-        self.stitcher = Stitcher(open_sinks(outputs), blend=blend, probe=probe)
+                 start: ResumePoint | None = None, threads: int = 1) -> None:
+        start = start or ResumePoint()
+        self.stitcher = Stitcher(open_sinks(outputs, start.written), blend=blend, probe=probe,
+                                 start=start)
         limit_threads(threads)
 
     def ready(self) -> None:

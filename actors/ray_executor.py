@@ -18,23 +18,53 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from actors.actors import KeyframeActor, SegmentActor, StitcherActor
 from engine.executor import Executor
 from engine.models.base import BackendConfig
+from engine.resume import first_segment_for
 from engine.timeline import SegmentPlan, Timeline
-from stitcher.outputs import OutputConfig
+from stitcher.outputs import OutputConfig, committed_frames
 from stitcher.probe import ProbePlan
+from stitcher.stitch import ResumePoint
+
+# A worker that dies (killed, out of memory, its node gone) is started again and its calls
+# are retried, this many times each; renders are pure functions of their inputs and Stage 1
+# restarts from the state it stored for the segment it is asked for, so retries are safe.
+WORKER_RESTARTS = 8
 
 
 class RayExecutor(Executor):
+    output_failures = (ray.exceptions.RayActorError,)
+
     def __init__(self, timeline: Timeline, backend: str, config: BackendConfig, workdir: Path,
                  outputs: OutputConfig, blend: str, workers: int, gpus_per_worker: float = 0.0,
-                 probe: ProbePlan | None = None) -> None:
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        self.keyframer = KeyframeActor.options(num_cpus=0.5, scheduling_strategy=here).remote(
+                 probe: ProbePlan | None = None, start: ResumePoint | None = None) -> None:
+        self.timeline = timeline
+        self.outputs = outputs
+        self.blend = blend
+        self.probe = probe
+        self.here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                                   soft=False)
+        restartable = {"max_restarts": WORKER_RESTARTS, "max_task_retries": WORKER_RESTARTS}
+        self.keyframer = KeyframeActor.options(num_cpus=0.5, scheduling_strategy=self.here,
+                                               **restartable).remote(
             timeline, backend, config, str(workdir))
-        self.stitcher = StitcherActor.options(num_cpus=0.5, scheduling_strategy=here).remote(
-            outputs, blend, probe)
+        self.stitcher = self._stitcher(start)
         self.segment_actors = [
-            SegmentActor.options(num_cpus=1, num_gpus=gpus_per_worker).remote(backend, config)
+            SegmentActor.options(num_cpus=1, num_gpus=gpus_per_worker, **restartable).remote(
+                backend, config)
             for _ in range(workers)]
+
+    def _stitcher(self, start: ResumePoint | None) -> ray.actor.ActorHandle:
+        # Not restarted by Ray: a new stitcher must first learn where the outputs are whole.
+        return StitcherActor.options(num_cpus=0.5, scheduling_strategy=self.here).remote(
+            self.outputs, self.blend, self.probe, start)
+
+    def reopen_outputs(self) -> int:
+        ray.kill(self.stitcher, no_restart=True)
+        written = committed_frames(self.outputs)
+        first = first_segment_for(self.timeline, written)
+        self.stitcher = self._stitcher(
+            ResumePoint(first, self.timeline.segment(first).frame_start, written))
+        ray.get(self.stitcher.ready.remote())
+        return first
 
     @property
     def workers(self) -> int:

@@ -6,12 +6,14 @@ import json
 import os
 import platform
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.executor import Executor, LocalExecutor
 from engine.loop import LoopConfig, run_loop
 from engine.models.base import BackendConfig, create_backend
+from engine.resume import first_segment_for
 from engine.spec import JobSpec, default_report
 from engine.stages import KeyframeStage, SegmentStage
 from engine.stats import JobClock, RunTotals, StatLogger, StatLoggers
@@ -21,9 +23,16 @@ from memory.replay import STORE_NAME, ReplayMemory
 from stitcher.audio_track import AudioInput
 from stitcher.outputs import OutputConfig, open_sinks
 from stitcher.probe import ProbePlan
-from stitcher.stitch import Stitcher
+from stitcher.stitch import ResumePoint, Stitcher
 
 EXECUTORS = ("ray", "local")
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    written: int  # frames the outputs keep from an interrupted run (0: start afresh)
+    resumed: bool  # the work folder holds this job: its store is kept
+    complete: bool = False  # the outputs already hold the whole job
 
 
 def output_config(spec: JobSpec) -> OutputConfig:
@@ -43,23 +52,30 @@ def backend_config(spec: JobSpec) -> BackendConfig:
     return BackendConfig(weights=spec.weights, threads=1)
 
 
-def prepare_workdir(workdir: Path) -> None:
-    """A new job starts with an empty replay memory: old keyframes belong to another video.
-    Only LMDB's own two files are removed (validation refused a store holding anything else)."""
+def prepare_workdir(workdir: Path, resumed: bool) -> None:
+    """A new job starts with an empty replay memory: old keyframes belong to another video
+    (a resumed job keeps its own). Only LMDB's own two files are removed (validation refused
+    a store holding anything else, and a job there that is not this one without --overwrite)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    if resumed:
+        return
     store = workdir / STORE_NAME
     for name in ("data.mdb", "lock.mdb"):
         (store / name).unlink(missing_ok=True)
     workdir.mkdir(parents=True, exist_ok=True)
 
 
-def local_executor(timeline: Timeline, spec: JobSpec, blend: str) -> LocalExecutor:
+def local_executor(timeline: Timeline, spec: JobSpec, blend: str,
+                   start: ResumePoint | None = None) -> LocalExecutor:
     """Every stage in this process, on the same objects the Ray actors hold."""
+    start = start or ResumePoint()
     backend = create_backend(spec.model, backend_config(spec))
     memory = ReplayMemory(spec.workdir)
     try:
         keyframes = KeyframeStage(timeline, backend, memory)
         segments = SegmentStage(backend)
-        stitcher = Stitcher(open_sinks(output_config(spec)), blend=blend, probe=probe_plan(spec))
+        stitcher = Stitcher(open_sinks(output_config(spec), start.written), blend=blend,
+                            probe=probe_plan(spec), start=start)
         limit_threads(backend.config.threads)  # as in the actors: the same frames
     except BaseException:
         memory.close()
@@ -76,24 +92,29 @@ def run_job(
     schedule: str = "parallel",
     executor: str = "ray",
     clock: JobClock | None = None,
+    resume: ResumePlan | None = None,
 ) -> dict:
     """Render one job; returns the run report (a JSON-ready dict), also written to disk.
 
     `clock.launched` is when the user asked for the job (the lvp process's start time), so
     the report's times include start-up. A failure is recorded in the report and re-raised.
+    `resume` (cli.resume.plan_resume) continues an interrupted run of this job.
     """
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}")
     clock = clock or JobClock()
+    resume = resume or ResumePlan(0, resumed=False)
     timeline = Timeline(spec, beats)
-    totals = RunTotals(spec.fps)
+    first = first_segment_for(timeline, resume.written)
+    start = ResumePoint(first, timeline.segment(first).frame_start, resume.written)
+    totals = RunTotals(spec.fps, start_frame=resume.written)
     stats = StatLoggers([totals, *loggers])
     cfg = LoopConfig(in_flight=2 * spec.workers, chain=schedule == "chain")
     started_ray = False
     status, error = "ok", None
     runner: Executor | None = None
     try:
-        prepare_workdir(spec.workdir)
+        prepare_workdir(spec.workdir, resume.resumed)
         if executor == "ray":
             from actors.cluster import connect
             from actors.ray_executor import RayExecutor
@@ -101,12 +122,12 @@ def run_job(
             started_ray = connect(spec, address, cfg.in_flight)
             runner = RayExecutor(timeline, spec.model, backend_config(spec), spec.workdir,
                                  output_config(spec), blend, spec.workers, spec.gpus_per_worker,
-                                 probe_plan(spec))
+                                 probe_plan(spec), start)
         else:
-            runner = local_executor(timeline, spec, blend)
+            runner = local_executor(timeline, spec, blend, start)
         runner.start(spec.summary())
         stats.ready(clock.now())
-        run_loop(timeline, runner, cfg, stats, clock)
+        run_loop(timeline, runner, cfg, stats, clock, first_segment=first)
     except BaseException as exc:  # also Ctrl-C: finish the files before leaving
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         error = f"{type(exc).__name__}: {exc}"
@@ -114,10 +135,11 @@ def run_job(
     finally:
         if runner is not None:
             try:
-                written = runner.close()
-                if written != totals.frames and status == "ok":
-                    status, error = "failed", f"outputs hold {written} frames, {totals.frames} were sent"
-                totals.frames = max(totals.frames, written)
+                held = runner.close()
+                if held != totals.output_frames and status == "ok":
+                    status, error = "failed", (f"outputs hold {held} frames, "
+                                               f"{totals.output_frames} were sent")
+                totals.output_frames = max(totals.output_frames, held)
             except Exception as close_exc:  # noqa: BLE001 - report, never mask the first error
                 error = error or f"closing the outputs or the ledger failed: {close_exc}"
                 status = "failed"
@@ -141,8 +163,11 @@ def build_report(spec: JobSpec, timeline: Timeline, totals: RunTotals, wall: flo
     return {
         "status": status,
         "error": error,
-        "frames": totals.frames,
+        "frames": totals.output_frames,
         "expected_frames": spec.total_frames,
+        "resumed_from_frame": totals.start_frame,
+        "frames_this_run": totals.frames,
+        "restarts": totals.restarts,
         "fps": spec.fps,
         "size": [spec.width, spec.height],
         "duration_seconds": spec.duration,

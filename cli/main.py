@@ -13,11 +13,17 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cli.metrics import DEFAULT_LINGER_SECONDS
 from engine.errors import InputError
 from engine.models.base import BACKENDS, DEFAULT_BACKEND
 from engine.presets import PRESETS
+
+if TYPE_CHECKING:
+    from cli.job import ResumePlan
+    from engine.spec import JobSpec
+    from engine.stats import JobClock
 
 EXECUTORS = ("ray", "local")  # cli.job.EXECUTORS, kept here so --help imports no engine code
 
@@ -102,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--workdir", type=Path,
                      help="replay memory and ledger folder "
                           "(default: OUT.lvp, or HLS.lvp beside the HLS folder)")
+    again = out.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue an interrupted render of this same job (the default "
+                            "when the work folder holds it); an error if there is none")
+    again.add_argument("--overwrite", action="store_true",
+                       help="start afresh, replacing the outputs and the work folder's job "
+                            "(without it, lvp never replaces files no run of this job wrote)")
 
     eng = r.add_argument_group("engine")
     eng.add_argument("--model", default=DEFAULT_BACKEND,
@@ -320,14 +333,35 @@ def cmd_render(args: argparse.Namespace) -> int:
         check_port_free(args.metrics_host, args.metrics_port)
     if args.metrics_linger < 0:
         raise InputError(f"--metrics-linger must be 0 or more, got {args.metrics_linger:g}")
-    for warning in spec.warnings:
-        print(f"lvp: warning: {printable(warning)}", file=sys.stderr)
+    from cli.job import output_config
+    from cli.resume import RenderLock, plan_resume
 
-    # Validation is done; from here on, real work.
+    lock = RenderLock(spec)
+    lock.acquire()
+    try:
+        plan = plan_resume(spec, output_config(spec), overwrite=args.overwrite, resume=args.resume)
+        for warning in spec.warnings:
+            print(f"lvp: warning: {printable(warning)}", file=sys.stderr)
+        if plan.complete:
+            print(f"lvp: {printable(spec.out or spec.hls)} already holds this job's "
+                  f"{spec.total_frames} frames; nothing to do (--overwrite renders it again)",
+                  file=sys.stderr)
+            return 0
+        if plan.resumed:
+            print(f"lvp: resuming this job at frame {plan.written} "
+                  f"({plan.written / spec.fps:.1f} s) of {spec.total_frames}", file=sys.stderr)
+        return _render(args, spec, clock, plan)
+    finally:
+        lock.release()
+
+
+def _render(args: argparse.Namespace, spec: JobSpec, clock: JobClock, plan: ResumePlan) -> int:
+    """Validation is done; from here on, real work."""
     from cli.job import report_path, run_job
     from cli.metrics import PrometheusLogger
     from cli.progress import ProgressBar
     from engine.audio_input import beat_envelope
+    from engine.schedule import printable
     from engine.timeline import BeatTrack
 
     if spec.audio:
@@ -339,12 +373,12 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.metrics_port is not None:
         metrics.serve(args.metrics_port, args.metrics_host)
     bar = ProgressBar(spec.total_frames, spec.fps, enabled=not args.quiet,
-                      launched_seconds_ago=clock.now())
+                      launched_seconds_ago=clock.now(), initial=plan.written)
     try:
         try:
             report = run_job(spec, beats, address=args.address, loggers=[metrics, bar],
                              blend=args.blend, schedule=args.schedule, executor=args.executor,
-                             clock=clock)
+                             clock=clock, resume=plan)
         finally:
             bar.close()
     except KeyboardInterrupt:

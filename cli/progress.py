@@ -9,10 +9,10 @@ from engine.stats import StatLogger, StitchResult
 
 class ProgressBar(StatLogger):
     def __init__(self, total_frames: int, fps: int, enabled: bool = True,
-                 launched_seconds_ago: float = 0.0) -> None:
+                 launched_seconds_ago: float = 0.0, initial: int = 0) -> None:
         self.fps = fps
-        self.frames = 0
-        self.bar = tqdm(total=total_frames, unit="frame", disable=not enabled,
+        self.frames = 0  # written by this run (a resumed run starts the bar at `initial`)
+        self.bar = tqdm(total=total_frames, unit="frame", disable=not enabled, initial=initial,
                         dynamic_ncols=True, desc="render", smoothing=0)
         # tqdm's clock starts now; the user's started at launch: rates and ETA count from there.
         if enabled:
@@ -23,6 +23,9 @@ class ProgressBar(StatLogger):
         self.bar.update(stats.frames_written)
         if now > 0:
             self.bar.set_postfix_str(f"rtf {self.frames / self.fps / now:.2f}x")
+
+    def restarted(self, part: str, what: str) -> None:
+        self.bar.write(f"lvp: warning: the {part} failed and was restarted: {what}")
 
     def close(self) -> None:
         self.bar.close()

@@ -46,6 +46,13 @@ class Executor(ABC):
     """Where the stages run. Every method returns at once except `start`, `wait`, `get` and
     `close`; a failure inside a stage surfaces from `get` (or `start`, `close`)."""
 
+    # Failures after which `reopen_outputs` can carry on (a dead stitcher process); none here.
+    output_failures: tuple[type[BaseException], ...] = ()
+
+    def reopen_outputs(self) -> int:
+        """Open the outputs again where they are whole; returns the segment to go on from."""
+        raise NotImplementedError(f"{type(self).__name__} cannot reopen its outputs")
+
     @property
     @abstractmethod
     def workers(self) -> int:

@@ -3,8 +3,9 @@
 It keeps up to `in_flight` segments between Stage 1 and the outputs, gives each render to the
 least loaded worker, forwards every finished render to the stitcher (segments may finish in
 any order; the stitcher writes them in order) and records each written segment in the ledger.
-It runs unchanged on any `Executor`: in this process or on Ray actors. Retries, resume from the
-ledger and real-time pacing belong here.
+It runs unchanged on any `Executor`: in this process or on Ray actors. A resumed render starts
+at a later segment (cli/job.py works out which from what the outputs hold); real-time pacing
+belongs here too.
 """
 
 from __future__ import annotations
@@ -20,21 +21,48 @@ from engine.timeline import Timeline
 class LoopConfig:
     in_flight: int  # segments submitted and not yet written
     chain: bool = False  # segment k waits for segment k-1 (the autoregressive baseline)
+    output_restarts: int = 3  # times the outputs may fail and be reopened in one run
 
 
 def run_loop(timeline: Timeline, executor: Executor, cfg: LoopConfig, stats: StatLogger,
-             clock: JobClock) -> None:
-    """Render every segment of `timeline` to the executor's outputs."""
-    total = timeline.num_segments
+             clock: JobClock, first_segment: int = 0) -> None:
+    """Render segments `first_segment`.. of `timeline` to the executor's outputs.
+
+    When the outputs fail (the stitcher died), the executor reopens them where they are
+    whole and the loop starts again from the segment that position needs, up to
+    `cfg.output_restarts` times. Segment and keyframe workers restart inside the executor.
+    """
+    restarts = 0
+    while True:
+        try:
+            _run_from(first_segment, timeline, executor, cfg, stats, clock)
+            return
+        except executor.output_failures as exc:
+            if restarts >= cfg.output_restarts:
+                raise
+            restarts += 1
+            first_segment = executor.reopen_outputs()
+            stats.restarted("stitcher", f"the outputs failed ({one_line(exc)}); reopened "
+                            f"them and went on from segment {first_segment}")
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _run_from(first: int, timeline: Timeline, executor: Executor, cfg: LoopConfig,
+              stats: StatLogger, clock: JobClock) -> None:
+    total = timeline.num_segments - first
     load = [0] * executor.workers
     renders: dict[Handle, tuple[int, int, Handle]] = {}  # info -> (segment, worker, frames)
     stitches: dict[Handle, int] = {}  # stitch result -> segment
     records: dict[Handle, int] = {}  # ledger write -> segment
     written = 0
-    next_k = 0
+    next_k = first
     previous: Handle | None = None
     while written < total or records:
-        while next_k < total and len(renders) + len(stitches) < cfg.in_flight:
+        while next_k < timeline.num_segments and len(renders) + len(stitches) < cfg.in_flight:
             plan = timeline.segment(next_k)
             keys = executor.keyframes(next_k)
             worker = min(range(len(load)), key=load.__getitem__)
@@ -54,6 +82,9 @@ def run_loop(timeline: Timeline, executor: Executor, cfg: LoopConfig, stats: Sta
         rendered: list[SegmentRendered] = executor.get(ready_renders)
         for info in rendered:
             stats.rendered(info)
+            for part in info.restarted:
+                stats.restarted(part, f"a {part} worker died and was started again; segment "
+                                      f"{info.index} and the work in flight were done again")
 
         ready_stitches = [h for h in ready if h in stitches]
         results: list[StitchResult] = executor.get(ready_stitches)

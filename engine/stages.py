@@ -10,6 +10,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from engine import checkpoint
+from engine.checkpoint import Stage1Checkpoint
 from engine.image_input import load_image
 from engine.models.base import Backend, Keyframe, MemoryView
 from engine.stats import SegmentRendered
@@ -22,9 +24,14 @@ MEMORY_RECENT = 3
 
 
 class KeyframeWriter(Protocol):
-    """Where Stage 1 puts the keyframes it remembers (the LMDB replay memory in a render)."""
+    """Where Stage 1 puts the keyframes it remembers (the LMDB replay memory in a render),
+    and its own state at each segment boundary (what a restart continues from)."""
 
     def put_keyframe(self, t: float, image: np.ndarray, meta: dict[str, Any]) -> None: ...
+
+    def put_checkpoint(self, segment: int, data: bytes) -> None: ...
+
+    def get_checkpoint(self, segment: int) -> bytes | None: ...
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,7 @@ class SegmentKeyframes:
     # Neighbours' keyframes (see CONTEXT_KEYFRAMES).
     before: tuple[Keyframe, ...] = ()
     after: tuple[Keyframe, ...] = ()
+    restarted: bool = False  # the first result of a keyframe worker that had died
 
     def around(self) -> tuple[Keyframe, ...]:
         """All keyframes in time order: context before, own, context after."""
@@ -56,8 +64,9 @@ class RenderedSegment:
 class KeyframeStage:
     """Generates the keyframe track in order and keeps the replay memory.
 
-    Calls must come in segment order (0, 1, 2, ...): each keyframe is conditioned on
-    the ones before it.
+    Calls come in segment order (0, 1, 2, ...): each keyframe is conditioned on the ones
+    before it. A call for any other segment (a resumed render, a restarted actor, a retry)
+    first goes back to the state stored when the segment before it was done.
     """
 
     def __init__(self, timeline: Timeline, backend: Backend, memory: KeyframeWriter,
@@ -77,6 +86,7 @@ class KeyframeStage:
         self.track = timeline.track
         self.made: dict[int, Keyframe] = {}  # position in the track -> keyframe (recent only)
         self.count = 0  # keyframes generated so far == position of the next one
+        self.next_segment = 0
 
     def memory_view(self, prompt: str | None = None) -> MemoryView:
         """The video's anchor, `prompt`'s own anchor and the recent entries, oldest first."""
@@ -117,7 +127,29 @@ class KeyframeStage:
     def _made(self, lo: int, hi: int) -> tuple[Keyframe, ...]:
         return tuple(self.made[i] for i in range(max(lo, 0), min(hi, self.count)))
 
+    def checkpoint(self) -> Stage1Checkpoint:
+        """What segment `next_segment` starts from."""
+        return Stage1Checkpoint(self.next_segment, self.count, tuple(self.history), dict(self.made),
+                                dict(self.prompt_anchors), tuple(self.recent_memory))
+
+    def restore(self, k: int) -> None:
+        """Go back (or forward) to the state stored when segment k-1 was done."""
+        if k == 0:
+            state = Stage1Checkpoint(0, 0, (), {}, {}, ())
+        else:
+            data = self.memory.get_checkpoint(k)
+            if data is None:
+                raise LookupError(f"the replay memory holds no Stage 1 state for segment {k}")
+            state = checkpoint.decode(data, self.backend.state_type)
+        self.next_segment, self.count = state.segment, state.count
+        self.history = list(state.history)
+        self.made = dict(state.made)
+        self.prompt_anchors = dict(state.prompt_anchors)
+        self.recent_memory = deque(state.recent_memory, maxlen=MEMORY_RECENT)
+
     def run_segment(self, k: int) -> SegmentKeyframes:
+        if k != self.next_segment:
+            self.restore(k)
         first, last = self.timeline.track_span(k)
         before = self.count
         # Stage 1 runs ahead, so the segment also gets its successor's first keyframes.
@@ -128,6 +160,9 @@ class KeyframeStage:
                                 after=self._made(last + 1, last + 1 + CONTEXT_KEYFRAMES))
         for i in [i for i in self.made if i < first - CONTEXT_KEYFRAMES]:
             del self.made[i]  # nothing older is needed again
+        self.next_segment = k + 1
+        # Stored before anyone can ask for segment k+1: a restarted stage always finds it.
+        self.memory.put_checkpoint(self.next_segment, checkpoint.encode(self.checkpoint()))
         return keys
 
 
@@ -159,4 +194,5 @@ class SegmentStage:
 def rendered_stats(keys: SegmentKeyframes, segment: RenderedSegment) -> SegmentRendered:
     """The small half of a render result: what the loop's stat loggers need."""
     return SegmentRendered(segment.index, len(segment.frames), segment.model_seconds,
-                           keys.model_seconds, keys.made)
+                           keys.model_seconds, keys.made,
+                           restarted=("keyframe",) if keys.restarted else ())

@@ -21,6 +21,9 @@ class SegmentRendered:
     render_seconds: float  # inside the segment model
     keyframe_seconds: float  # inside the keyframe model, for this segment's keyframes
     keyframes_made: int  # new keyframes Stage 1 generated for it (each counted once per job)
+    # Workers that had died and were started again before this segment's work ("keyframe",
+    # "segment"): each restart is named once, by the first result it produces.
+    restarted: tuple[str, ...] = ()
 
 
 class SeamFigure(Protocol):
@@ -88,6 +91,9 @@ class StatLogger:
 
     def in_flight(self, segments: int) -> None: ...
 
+    def restarted(self, part: str, what: str) -> None:
+        """A part of the engine failed and was restarted; the job goes on (`what` says how)."""
+
     def finished(self, now: float) -> None: ...
 
 
@@ -109,6 +115,9 @@ class StatLoggers(StatLogger):
     def in_flight(self, segments: int) -> None:
         self._each("in_flight", segments)
 
+    def restarted(self, part: str, what: str) -> None:
+        self._each("restarted", part, what)
+
     def finished(self, now: float) -> None:
         self._each("finished", now)
 
@@ -128,9 +137,11 @@ class StageSeconds:
 class RunTotals(StatLogger):
     """Everything the run report needs, summed from the stats as they arrive."""
 
-    def __init__(self, fps: int) -> None:
+    def __init__(self, fps: int, start_frame: int = 0) -> None:
         self.fps = fps
-        self.frames = 0
+        self.start_frame = start_frame  # frames the outputs held when this run began (resume)
+        self.output_frames = start_frame  # frames the outputs hold now
+        self.restarts: list[dict[str, str]] = []
         self.keyframes = 0
         self.segments_done: list[int] = []
         self.stage_seconds = StageSeconds()
@@ -149,8 +160,16 @@ class RunTotals(StatLogger):
         self.stage_seconds.render += stats.render_seconds
         self.keyframes += stats.keyframes_made
 
+    @property
+    def frames(self) -> int:
+        """Frames this run added to the outputs."""
+        return self.output_frames - self.start_frame
+
+    def restarted(self, part: str, what: str) -> None:
+        self.restarts.append({"part": part, "what": what})
+
     def written(self, stats: StitchResult, now: float) -> None:
-        self.frames += stats.frames_written
+        self.output_frames = stats.next_frame
         self.stage_seconds.blend += stats.blend_seconds
         self.stage_seconds.encode += stats.encode_seconds
         self.segments_done.extend(stats.emitted)

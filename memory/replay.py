@@ -4,6 +4,7 @@ Layout (keys are ASCII so `mdb_dump` output is readable):
   kf/<ms:012d>   PNG bytes of the keyframe at that video time
   km/<ms:012d>   JSON metadata of that keyframe (prompt, seed, model, time, ...)
   seg/<k:08d>    JSON ledger entry of a finished segment (the basis of resume)
+  ck/<k:08d>     Stage 1's state when segment k's keyframes were asked for (engine/checkpoint.py)
   job            JSON summary of the job that owns this store
 Only one process writes; readers in other processes open their own environment.
 """
@@ -24,6 +25,9 @@ import numpy as np
 # far beyond a 24 h job, and a fixed size avoids remapping while readers are open.
 DEFAULT_MAP_SIZE = 16 << 30
 STORE_NAME = "memory.lmdb"
+# Stage 1 checkpoints kept behind the newest: a resume starts a segment before the first one
+# the outputs lack, which is at most the segments in flight (2 per worker) behind.
+KEEP_CHECKPOINTS = 64
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,24 @@ class ReplayMemory:
     def nearest_at_or_before(self, t: float) -> MemoryEntry | None:
         times = [x for x in self.keyframe_times() if x <= t + 1e-9]
         return self.get_keyframe(times[-1]) if times else None
+
+    # Stage 1 state at segment boundaries: only the last few are kept
+    def put_checkpoint(self, segment: int, data: bytes) -> None:
+        with self._env.begin(write=True) as txn:
+            txn.put(b"ck/%08d" % segment, data)
+            cursor = txn.cursor()
+            stale = []
+            if cursor.set_range(b"ck/"):
+                for key in cursor.iternext(values=False):
+                    if not key.startswith(b"ck/") or int(key[3:]) > segment - KEEP_CHECKPOINTS:
+                        break
+                    stale.append(key)
+            for key in stale:
+                txn.delete(key)
+
+    def get_checkpoint(self, segment: int) -> bytes | None:
+        with self._env.begin() as txn:
+            return txn.get(b"ck/%08d" % segment)
 
     # ledger
     def mark_segment_done(self, index: int, info: dict[str, Any]) -> None:

@@ -5,8 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from stitcher import resume
 from stitcher.audio_track import AudioInput
+from stitcher.resume import resume_backup
 from stitcher.sinks import FragmentedMP4Sink, HLSSink, SharedEncoderSink, Sink
+
+MP4_GOP_SECONDS = 1.0  # an MP4 written alone: one fragment a second
 
 
 @dataclass(frozen=True)
@@ -21,8 +25,29 @@ class OutputConfig:
     crf: int = 23
     preset: str = "veryfast"
 
+    @property
+    def gop_frames(self) -> int:
+        """Frames per GOP: an IDR starts every HLS segment and MP4 fragment."""
+        seconds = self.hls_segment_seconds if self.hls is not None else MP4_GOP_SECONDS
+        return max(1, round(seconds * self.fps))
 
-def open_sinks(cfg: OutputConfig) -> list[Sink]:
+
+def committed_frames(cfg: OutputConfig, whole_gops: bool = True) -> int:
+    """Frames every output holds whole after an interrupted run: where a resume continues,
+    rounded down to a whole GOP unless `whole_gops` is False (a finished video's last GOP
+    may be short)."""
+    held = []
+    if cfg.mp4 is not None:
+        backup = resume_backup(cfg.mp4)
+        held.append(resume.committed_frames(backup if backup.exists() else cfg.mp4))
+    if cfg.hls is not None:
+        held.append(0)  # TODO(resume): continue an HLS stream's media sequence
+    frames = min(held, default=0)
+    return frames - frames % cfg.gop_frames if whole_gops else frames
+
+
+def open_sinks(cfg: OutputConfig, continue_at: int = 0) -> list[Sink]:
+    """The job's sinks; `continue_at` > 0 keeps that many frames of an interrupted run."""
     common = dict(fps=cfg.fps, width=cfg.width, height=cfg.height, audio=cfg.audio,
                   crf=cfg.crf, preset=cfg.preset)
     if cfg.mp4 is not None and cfg.hls is not None:
@@ -31,7 +56,8 @@ def open_sinks(cfg: OutputConfig) -> list[Sink]:
                                   **common)]
     sinks: list[Sink] = []
     if cfg.mp4 is not None:
-        sinks.append(FragmentedMP4Sink(str(cfg.mp4), **common))
+        sinks.append(FragmentedMP4Sink(cfg.mp4, gop_seconds=MP4_GOP_SECONDS,
+                                       continue_at=continue_at, **common))
     if cfg.hls is not None:
         sinks.append(HLSSink(str(cfg.hls), segment_seconds=cfg.hls_segment_seconds, **common))
     return sinks

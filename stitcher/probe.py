@@ -70,14 +70,18 @@ class StepTotals:
 
 
 class TemporalProbe:
-    def __init__(self, plan: ProbePlan) -> None:
+    def __init__(self, plan: ProbePlan, start_frame: int = 0) -> None:
+        """`start_frame`: the first frame this probe sees (a resumed run measures what it
+        writes; a seam whose window began before it is measured on the part it sees)."""
         self.plan = plan
         self.totals = StepTotals()
         self._last: np.ndarray | None = None  # downscaled previous frame
-        self._next_frame = 0
+        self._next_frame = start_frame
         # The steps of the last frames, enough for one boundary's window and its context.
         self._steps: deque[float] = deque(maxlen=2 * plan.fps + plan.overlap + 8)
         self._next_boundary = 1
+        while self._boundary_frame() <= start_frame:  # its step onto the boundary is not seen
+            self._next_boundary += 1
 
     def observe(self, frame_start: int, frames: np.ndarray) -> tuple[SeamQuality, ...]:
         """Take frames written at global indices frame_start, ...; returns the seams whose

@@ -7,6 +7,7 @@ import numbers
 import os
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 from typing import Protocol, Self
 
@@ -14,7 +15,9 @@ import av
 import numpy as np
 
 from stitcher.audio_track import AudioInput, AudioTrack
+from stitcher.encoder import GopEncoder
 from stitcher.playlist import MediaPlaylist, temp_path_for, write_atomic
+from stitcher.resume import committed_packets, resume_backup
 
 AUDIO_RATE = 48000
 AUDIO_LAYOUT = "stereo"
@@ -107,9 +110,16 @@ def _configure_aac(ctx: av.AudioCodecContext) -> None:
 
 
 def _standalone_x264(fps: int, width: int, height: int, crf: int, preset: str, keyint: int,
-                     threads: int) -> av.VideoCodecContext:
-    """x264 opened outside any container: no global header, so SPS/PPS go in-band before every
-    IDR. MPEG-TS needs that; the MP4 muxer builds its avcC box from the first packet."""
+                     threads: int) -> GopEncoder:
+    """x264 opened outside any container, one independent encoder per GOP (stitcher.encoder:
+    a resumed render encodes the same GOPs). No global header, so SPS/PPS go in-band before
+    every IDR: MPEG-TS needs that; the MP4 muxer builds its avcC box from the first packet."""
+    return GopEncoder(partial(_x264_context, fps, width, height, crf, preset, keyint, threads),
+                      keyint)
+
+
+def _x264_context(fps: int, width: int, height: int, crf: int, preset: str, keyint: int,
+                  threads: int) -> av.VideoCodecContext:
     video = av.CodecContext.create("libx264", "w")
     video.width = width
     video.height = height
@@ -205,6 +215,12 @@ class FragmentedMP4Sink(_SinkBase):
 
     A fragment is written and flushed to the OS as soon as the next GOP starts, so if the
     process dies the file plays up to its last complete fragment.
+
+    `continue_at` (a multiple of the GOP) resumes an interrupted run of the same job: the
+    file at `path` (or its resume backup, left by a resume that was itself interrupted)
+    holds at least that many frames in complete fragments. Those packets are copied into a
+    new file at `path`, and frames written next continue at that index. The old file stays
+    aside as the backup until the new one holds what was copied.
     """
 
     def __init__(
@@ -219,11 +235,18 @@ class FragmentedMP4Sink(_SinkBase):
         gop_seconds: float = 1.0,
         threads: int = 2,
         shared_video: bool = False,
+        continue_at: int = 0,
     ) -> None:
         super().__init__(fps, width, height)
+        keyint = max(1, round(gop_seconds * fps))
+        if continue_at % keyint:
+            raise ValueError(f"continue_at {continue_at} is not a multiple of the GOP ({keyint})")
         # Open the audio before creating the output, so bad audio leaves no stray file.
         track = _open_track(audio)
         self._packets_out = 0  # video packets muxed: the muxed video reaches this / fps
+        self._backup: Path | None = None
+        if continue_at:
+            self._backup = self._set_aside(Path(path))
         self._container = av.open(
             os.fspath(path),
             "w",
@@ -239,29 +262,38 @@ class FragmentedMP4Sink(_SinkBase):
                 "flush_packets": "1",
             },
         )
-        if shared_video:
-            # Packets arrive encoded (Annex B with in-band SPS/PPS); the muxer makes avcC.
-            self._video = None
-            self._video_stream = self._container.add_mux_stream(
-                "h264", rate=fps, width=width, height=height)
-        else:
-            keyint = max(1, round(gop_seconds * fps))
-            self._video = self._container.add_stream(
-                "libx264", rate=fps, options=_x264_options(crf, preset, keyint)
-            )
-            self._video.width = width
-            self._video.height = height
-            self._video.pix_fmt = "yuv420p"
-            self._video.time_base = self.time_base
-            # Fixed, never "auto": x264 output depends on the thread count, not on the machine.
-            self._video.codec_context.thread_count = threads
-            self._video_stream = self._video
+        # Packets arrive encoded (Annex B with in-band SPS/PPS); the muxer makes avcC.
+        self._video_stream = self._container.add_mux_stream(
+            "h264", rate=fps, width=width, height=height)
+        self._video = None if shared_video else _standalone_x264(
+            fps, width, height, crf, preset, keyint, threads)
         self._audio: _AudioFeed | None = None
         self._audio_stream: av.AudioStream | None = None
         if track is not None:
             self._audio_stream = self._container.add_stream("aac", rate=AUDIO_RATE)
             _configure_aac(self._audio_stream.codec_context)
             self._audio = _AudioFeed(track, self._audio_stream.codec_context)
+        if continue_at:
+            self._copy_committed(continue_at)
+
+    @staticmethod
+    def _set_aside(path: Path) -> Path:
+        backup = resume_backup(path)
+        if not backup.exists():  # else a resume before this one was cut short: start from it
+            os.replace(path, backup)
+        return backup
+
+    def _copy_committed(self, frames: int) -> None:
+        """The interrupted run's first `frames` frames, as they were encoded (and the audio
+        under them, encoded again: the AAC encoder is deterministic from the start)."""
+        assert self._backup is not None
+        copied = 0
+        for packet in committed_packets(self._backup, frames, self.fps):
+            self._mux_video([packet])
+            copied += 1
+        if copied != frames:
+            raise ValueError(f"{self._backup} holds {copied} complete frames, not {frames}")
+        self.frames_written = frames
 
     def _finish(self) -> None:
         if self._audio is not None:
@@ -271,10 +303,18 @@ class FragmentedMP4Sink(_SinkBase):
         self._container.close()
         if self._audio is not None:
             self._audio.track.close()
+        if self._backup is not None:  # the container closed: the copy is in the new file
+            self._backup.unlink(missing_ok=True)
+            self._backup = None
 
     def _mux_video_packet(self, packet: av.Packet) -> None:
         packet.stream = self._video_stream
         self._container.mux(packet)
+        if self._backup is not None and packet.is_keyframe and self._packets_out > 0 \
+                and packet.pts >= self.frames_written > 0:
+            # A new GOP after the copied ones: the muxer has written every copied fragment.
+            self._backup.unlink(missing_ok=True)
+            self._backup = None
 
     def _mux_audio(self, t_seconds: float, final: bool = False) -> None:
         assert self._audio is not None and self._audio_stream is not None

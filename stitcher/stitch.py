@@ -26,6 +26,17 @@ class StitchStats:
     steps: StepTotals = StepTotals()  # the run's frame steps so far (keyframes vs elsewhere)
 
 
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a stitcher starts: at segment `segment` (global frame `frame_start`), with the
+    outputs already holding frames [0, written). The segment before the first one to write
+    is given again only for its tail, which the next segment's head is blended with."""
+
+    segment: int = 0
+    frame_start: int = 0
+    written: int = 0
+
+
 @dataclass
 class _Pending:
     frame_start: int
@@ -42,13 +53,15 @@ class Stitcher:
     """
 
     def __init__(self, sinks: Sequence[Sink], blend: str = "flow",
-                 probe: ProbePlan | None = None) -> None:
+                 probe: ProbePlan | None = None, start: ResumePoint | None = None) -> None:
         self.sinks = list(sinks)
         self.blend = BLENDS[blend]
-        self.probe = TemporalProbe(probe) if probe else None
+        start = start or ResumePoint()
+        self.probe = TemporalProbe(probe, start.written) if probe else None
         self.pending: dict[int, _Pending] = {}
-        self.next_index = 0
-        self.next_frame = 0
+        self.next_index = start.segment
+        self.next_frame = start.frame_start
+        self.written_before = start.written  # frames the outputs already hold
         self.held = np.empty((0,), dtype=np.uint8)  # tail of the last emitted segment
 
     def add(self, index: int, frame_start: int, frames: np.ndarray, shared_tail: int) -> StitchStats:
@@ -75,22 +88,28 @@ class Stitcher:
                 raise ValueError(f"segment {self.next_index} is shorter than its overlaps")
             out = np.concatenate([head, seg.frames[shared:body_stop]]) if shared else \
                 seg.frames[:body_stop]
-            self._write(out)
+            new = out[max(0, self.written_before - self.next_frame):]
+            self._write(new)
             t2 = time.perf_counter()
-            if self.probe is not None:  # its few milliseconds count as blending
-                seams += self.probe.observe(self.next_frame, out)
+            if self.probe is not None and len(new):  # its few milliseconds count as blending
+                seams += self.probe.observe(self.next_frame + len(out) - len(new), new)
                 if seg.shared_tail == 0:  # the last segment: nothing follows its frames
                     seams += self.probe.finish()
             encode_s += t2 - t1
             blend_s += t1 - t0 + time.perf_counter() - t2
             self.held = seg.frames[body_stop:]
             self.next_frame += len(out)
-            written += len(out)
+            written += len(new)
             emitted.append(self.next_index)
             self.next_index += 1
         steps = self.probe.totals if self.probe is not None else StepTotals()
-        return StitchStats(tuple(emitted), written, self.next_frame, blend_s, encode_s,
+        return StitchStats(tuple(emitted), written, self.frames_out, blend_s, encode_s,
                            tuple(seams), steps)
+
+    @property
+    def frames_out(self) -> int:
+        """Frames the outputs hold (also those a resumed run found there)."""
+        return max(self.next_frame, self.written_before)
 
     def _write(self, frames: np.ndarray) -> None:
         if len(frames):
@@ -102,7 +121,7 @@ class Stitcher:
         return the number of frames written in all."""
         try:
             if not self.pending:
-                self._write(self.held)
+                self._write(self.held[max(0, self.written_before - self.next_frame):])
                 self.next_frame += len(self.held)
                 self.held = self.held[:0]
         finally:
@@ -111,4 +130,4 @@ class Stitcher:
                 sink.close()
         if self.pending:
             raise RuntimeError(f"stitcher closed while waiting for segment {self.next_index}")
-        return self.next_frame
+        return self.frames_out

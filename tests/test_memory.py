@@ -90,3 +90,29 @@ def test_a_returning_prompt_finds_its_first_remembered_keyframe(tmp_path):
         assert [k.t for k in stage.memory_view(a).entries] == [0.0, 50.0, 55.0, 60.0]
         blind = KeyframeStage(timeline, create_backend("procedural"), store, use_memory=False)
         assert blind.memory_view(a).entries == ()
+
+
+def _same_keys(a, b) -> bool:
+    pairs = list(zip(a.around(), b.around(), strict=True)) + \
+        list(zip(a.memory.entries, b.memory.entries, strict=True))
+    return all(x.t == y.t and x.prompt == y.prompt and np.array_equal(x.image, y.image)
+               and x.state.to_bytes() == y.state.to_bytes() for x, y in pairs)
+
+
+@pytest.mark.parametrize("model", ["procedural", "tiny"])
+def test_stage1_continues_from_the_store_after_a_restart(tmp_path, model):
+    """A new stage on the same LMDB file (a restarted actor, a resumed render) asked for any
+    recent segment makes exactly the keyframes and memory view the first one made."""
+    a, b = "a red circle orbiting on a night background", "a blue square resting on a meadow background"
+    spec = make_spec(tmp_path, duration=42, model=model,
+                     schedule=PromptSchedule((0.0, 12.0, 30.0), (a, b, a)))
+    timeline = make_timeline(spec)
+    with ReplayMemory(tmp_path / "store") as store:
+        first = KeyframeStage(timeline, create_backend(model), store)
+        made = [first.run_segment(k) for k in range(timeline.num_segments)]
+    with ReplayMemory(tmp_path / "store") as store:
+        restarted = KeyframeStage(timeline, create_backend(model), store)
+        for k in (5, 6, 0, 1, 3, 4, 8):  # a resume, a restart from the start, a jump ahead
+            assert _same_keys(restarted.run_segment(k), made[k]), k
+        with pytest.raises(LookupError, match="segment 7"):
+            KeyframeStage(timeline, create_backend(model), ReplayMemory(tmp_path / "other")).run_segment(7)
