@@ -6,6 +6,7 @@ The same objects run in one process under engine.executor.LocalExecutor.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import ray
@@ -21,6 +22,14 @@ from stitcher.probe import ProbePlan
 from stitcher.stitch import ResumePoint, Stitcher, StitchStats
 
 
+def was_restarted() -> bool:
+    """Whether Ray started this actor again after it died (its property warns of a private
+    attribute it reads itself)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ray.get_runtime_context().was_current_actor_reconstructed
+
+
 @ray.remote
 class KeyframeActor:
     """Stage 1 and the only writer of the LMDB replay memory and ledger."""
@@ -29,7 +38,7 @@ class KeyframeActor:
         self.memory = ReplayMemory(Path(workdir))
         self.stage = KeyframeStage(timeline, create_backend(backend, config), self.memory)
         limit_threads(config.threads)
-        self.unreported_restart = ray.get_runtime_context().was_current_actor_reconstructed
+        self.unreported_restart = was_restarted()
 
     def put_job(self, info: dict) -> None:
         self.memory.put_job(info)
@@ -55,7 +64,7 @@ class SegmentActor:
     def __init__(self, backend: str, config: BackendConfig) -> None:
         self.stage = SegmentStage(create_backend(backend, config))
         limit_threads(config.threads)
-        self.unreported_restart = ray.get_runtime_context().was_current_actor_reconstructed
+        self.unreported_restart = was_restarted()
 
     def ready(self) -> None:
         """Returns once the constructor (the model load) is done."""

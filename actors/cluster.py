@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 from collections.abc import Iterator
 
 import ray
 
+from engine.errors import InputError
 from engine.spec import JobSpec
 
 GiB = 1 << 30
 LOOPBACK = "127.0.0.1"
+# Seconds to wait for a cluster to answer and for the workers to start (LVP_START_TIMEOUT).
+START_TIMEOUT = float(os.environ.get("LVP_START_TIMEOUT", "60"))
 
 
 @contextlib.contextmanager
@@ -51,7 +56,8 @@ def ray_init_local(workers: int, object_store_bytes: int) -> None:
             dashboard_host=LOOPBACK,
             _system_config={"enable_metrics_collection": False},
             configure_logging=False,
-            log_to_driver=True,
+            # Workers' output stays in Ray's session logs: the user sees lvp's own lines.
+            log_to_driver=False,
         )
 
 
@@ -61,12 +67,40 @@ def object_store_size(spec: JobSpec, in_flight: int) -> int:
     return int(min(max(512 << 20, 2.5 * in_flight * segment_bytes), 16 * GiB))
 
 
-def connect(spec: JobSpec, address: str | None, in_flight: int) -> bool:
+def check_reachable(address: str, timeout: float) -> None:
+    """A HOST:PORT cluster address that nothing answers on is an error now, not a wait:
+    ray.init keeps retrying an absent GCS for minutes."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # "auto", ray:// client addresses: Ray resolves those itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise InputError(f"--address {address}: no Ray cluster answers there "
+                         f"({exc.strerror or exc})") from None
+
+
+def connect(spec: JobSpec, address: str | None, in_flight: int,
+            timeout: float = START_TIMEOUT) -> bool:
     """Join `address` or start a local Ray sized for the job; True if this call started it."""
     if ray.is_initialized():
         return False
     if address and address != "local":
-        ray.init(address=address, configure_logging=False)
+        check_reachable(address, timeout)
+        ray.init(address=address, configure_logging=False, log_to_driver=False)
     else:  # "local" too: a private instance, with the loopback settings above
         ray_init_local(spec.workers, object_store_size(spec, in_flight))
+    check_resources(spec)
     return True
+
+
+def check_resources(spec: JobSpec) -> None:
+    """Refuse what no node of the cluster has, instead of waiting for it forever."""
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    cpus = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
+    gpus = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
+    if spec.gpus_per_worker > gpus:
+        raise InputError(f"--gpus-per-worker {spec.gpus_per_worker:g}: no node of the cluster "
+                         f"has that many GPUs (the most on one node: {gpus:g})")
+    if cpus < 1:
+        raise InputError("the cluster has no node with a free CPU for a segment worker")

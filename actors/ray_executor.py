@@ -16,6 +16,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.actors import KeyframeActor, SegmentActor, StitcherActor
+from actors.cluster import START_TIMEOUT
 from engine.executor import Executor
 from engine.models.base import BackendConfig
 from engine.resume import first_segment_for
@@ -37,6 +38,7 @@ class RayExecutor(Executor):
                  outputs: OutputConfig, blend: str, workers: int, gpus_per_worker: float = 0.0,
                  probe: ProbePlan | None = None, start: ResumePoint | None = None) -> None:
         self.timeline = timeline
+        self.gpus = gpus_per_worker
         self.outputs = outputs
         self.blend = blend
         self.probe = probe
@@ -47,9 +49,10 @@ class RayExecutor(Executor):
                                                **restartable).remote(
             timeline, backend, config, str(workdir))
         self.stitcher = self._stitcher(start)
+        # Spread over the nodes: losing one node loses as few workers as it can.
         self.segment_actors = [
-            SegmentActor.options(num_cpus=1, num_gpus=gpus_per_worker, **restartable).remote(
-                backend, config)
+            SegmentActor.options(num_cpus=1, num_gpus=gpus_per_worker, scheduling_strategy="SPREAD",
+                                 **restartable).remote(backend, config)
             for _ in range(workers)]
 
     def _stitcher(self, start: ResumePoint | None) -> ray.actor.ActorHandle:
@@ -71,8 +74,16 @@ class RayExecutor(Executor):
         return len(self.segment_actors)
 
     def start(self, job: dict[str, Any]) -> None:
-        ray.get([self.keyframer.put_job.remote(job), self.stitcher.ready.remote(),
-                 *[a.ready.remote() for a in self.segment_actors]])
+        refs = [self.keyframer.put_job.remote(job), self.stitcher.ready.remote(),
+                *[a.ready.remote() for a in self.segment_actors]]
+        try:
+            ray.get(refs, timeout=START_TIMEOUT)
+        except ray.exceptions.GetTimeoutError:
+            raise TimeoutError(
+                f"the workers did not start within {START_TIMEOUT:g} s (LVP_START_TIMEOUT): the "
+                f"cluster may not have room for {self.workers} segment worker(s) of 1 CPU"
+                f"{f' and {self.gpus:g} GPU' if self.gpus else ''} each, beside 1 CPU for "
+                "Stage 1 and the stitcher on this node") from None
 
     def keyframes(self, k: int) -> ray.ObjectRef:
         return self.keyframer.run_segment.remote(k)

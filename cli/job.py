@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cli.failure import one_line
 from engine.executor import Executor, LocalExecutor
 from engine.loop import LoopConfig, run_loop
 from engine.models.base import BackendConfig, create_backend
@@ -130,7 +131,7 @@ def run_job(
         run_loop(timeline, runner, cfg, stats, clock, first_segment=first)
     except BaseException as exc:  # also Ctrl-C: finish the files before leaving
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        error = f"{type(exc).__name__}: {exc}"
+        error = one_line(exc)
         raise
     finally:
         if runner is not None:

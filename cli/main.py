@@ -357,6 +357,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def _render(args: argparse.Namespace, spec: JobSpec, clock: JobClock, plan: ResumePlan) -> int:
     """Validation is done; from here on, real work."""
+    from cli.failure import log_failure, one_line
     from cli.job import report_path, run_job
     from cli.metrics import PrometheusLogger
     from cli.progress import ProgressBar
@@ -386,10 +387,16 @@ def _render(args: argparse.Namespace, spec: JobSpec, clock: JobClock, plan: Resu
         print(f"lvp: interrupted; what was rendered is kept (report: {report_path(spec)})",
               file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - one line for the user, details in the report
+    except InputError as exc:  # found once Ray was up: what the cluster cannot give
         metrics.stop()
-        print(f"lvp: render failed: {type(exc).__name__}: {printable(exc)} "
-              f"(partial output kept; report: {report_path(spec)})", file=sys.stderr)
+        print(f"lvp: error: {printable(exc)}", file=sys.stderr)
+        return EXIT_INPUT
+    except Exception as exc:  # noqa: BLE001 - one line for the user, details in the log
+        metrics.stop()
+        log = log_failure(spec.workdir, exc)
+        print(f"lvp: render failed: {one_line(exc)} (output kept up to the failure; the same "
+              f"command resumes it; report: {report_path(spec)}"
+              + (f"; details: {log})" if log else ")"), file=sys.stderr)
         return EXIT_FAILED
     outputs = [str(p) for p in (spec.out, spec.hls) if p]
     print(f"lvp: wrote {report['frames']} frames ({report['frames'] / spec.fps:.1f} s) to "

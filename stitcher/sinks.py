@@ -63,10 +63,14 @@ def _check_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
 def _x264_options(crf: int, preset: str, keyint: int) -> dict[str, str]:
     # Fixed GOP without scene cuts: keyframes (and so MP4 fragments / HLS segments) fall at
     # exact multiples of `keyint`, independent of content.
+    # mbtree=0: with mb-tree on, x264 (the one PyAV ships) encodes the same frames differently
+    # in the first encodes of a process (faster, veryfast and medium presets; seen with one
+    # thread too), so a resumed or retried GOP would not match. Without it every encode of
+    # the same frames is the same bytes.
     return {
         "preset": preset,
         "crf": str(crf),
-        "x264-params": f"keyint={keyint}:scenecut=0",
+        "x264-params": f"keyint={keyint}:scenecut=0:mbtree=0",
     }
 
 

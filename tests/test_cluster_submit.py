@@ -1,6 +1,7 @@
 """`ray job submit` to a token-authenticated cluster that this test starts (and stops)."""
 
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -73,3 +74,69 @@ def test_job_submit_renders_on_the_cluster(cluster, tmp_path):
     refused = subprocess.run([RAY, "job", "list", "--address", address],
                              env=unauthenticated, capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0
+
+
+def _wait_port(port: int, host: str = "127.0.0.1", seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.5)
+    pytest.fail(f"nothing listens on {host}:{port}")
+
+
+def test_losing_a_node_mid_job_leaves_the_video_unchanged(tmp_path):
+    """A 2-node cluster on this machine (the second node on 127.0.0.2, each with its own CPUs
+    and memory); the second node is killed while it renders a segment actor's share."""
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    env.pop("RAY_ADDRESS", None)
+    gcs = free_port()
+    temp_dir = Path("/tmp") / f"lvp-ray-{secrets.token_hex(3)}"
+    common = ["--block", "--memory", str(2 << 30), "--object-store-memory", str(300 << 20)]
+    started: list[subprocess.Popen] = []
+
+    def start(args: list[str]) -> subprocess.Popen:
+        proc = subprocess.Popen([RAY, "start", *args], env=env, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(proc)
+        return proc
+
+    try:
+        # The head has room for Stage 1, the stitcher, one segment actor and one more that
+        # the lost node's actor restarts as; the second node has room for one.
+        start(["--head", "--port", str(gcs), "--node-ip-address", "127.0.0.1", "--num-cpus",
+               "3", "--temp-dir", str(temp_dir), "--include-dashboard=false", *common])
+        _wait_port(gcs)
+        worker = start(["--address", f"127.0.0.1:{gcs}", "--node-ip-address", "127.0.0.2",
+                        "--num-cpus", "1", *common])
+        time.sleep(8)
+        lvp = str(Path(sys.executable).with_name("lvp"))
+        base = [lvp, "render", "--model", "procedural", "--prompt",
+                "a blue star orbiting in the ocean", "--duration", "150", "--fps", "10",
+                "--size", "96x96", "--workers", "2", "--quiet"]
+        ref, out = tmp_path / "ref.mp4", tmp_path / "out.mp4"
+        done = subprocess.run([*base, "--executor", "local", "--out", str(ref)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        job = subprocess.Popen([*base, "--address", f"127.0.0.1:{gcs}", "--out", str(out)],
+                               cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 240
+        while not (out.exists() and out.stat().st_size > len(ref.read_bytes()) // 4):
+            assert job.poll() is None and time.monotonic() < deadline, job.stderr.read()
+            time.sleep(0.05)
+        os.killpg(worker.pid, signal.SIGKILL)  # the node is gone: raylet, workers, all
+        _, err = job.communicate(timeout=400)
+        assert job.returncode == 0, err
+        restarts = json.loads(out.with_suffix(".json").read_text())["restarts"]
+        assert [r["part"] for r in restarts] == ["segment"], restarts  # the lost node's actor
+        assert out.read_bytes() == ref.read_bytes()
+    finally:
+        for proc in reversed(started):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in started:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(20)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)

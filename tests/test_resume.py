@@ -1,0 +1,232 @@
+"""Interrupted renders resume to the video an uninterrupted run makes; faults do not change it.
+
+Real processes killed with SIGKILL, real Ray actors killed mid-run, real MP4 files decoded again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import psutil
+import pytest
+
+from stitcher.audio_track import AudioInput
+from stitcher.resume import committed_frames, complete_length, resume_backup
+from stitcher.sinks import FragmentedMP4Sink
+from tests.conftest import write_mono_wav
+
+PROMPT = "a red circle orbiting on a night background"
+
+
+@pytest.fixture(scope="module")
+def beat_wav(tmp_path_factory) -> Path:
+    t = np.arange(2 * 44100) / 44100
+    return write_mono_wav(tmp_path_factory.mktemp("audio") / "tone.wav",
+                          0.2 * np.sin(2 * np.pi * 330 * t) * (1 + np.sin(2 * np.pi * 2 * t)), 44100)
+
+
+def lvp(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cli", "render", "--model", "procedural", "--prompt", PROMPT,
+            "--quiet", *args]
+
+
+def job(out: Path, duration: int = 40, *extra: str) -> list[str]:
+    return lvp("--duration", str(duration), "--fps", "10", "--size", "64x64", "--out", str(out),
+               *extra)
+
+
+def run(cmd: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def decode(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def report(out: Path) -> dict:
+    return json.loads(out.with_suffix(".json").read_text())
+
+
+def kill_when(proc: subprocess.Popen, path: Path, size: int, timeout: float = 240) -> None:
+    """SIGKILL `proc` once `path` has grown past `size` bytes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if path.exists() and path.stat().st_size > size:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"{path} never grew past {size} bytes before the render ended")
+
+
+# The MP4 sink on its own --------------------------------------------------------------------
+
+def _frames(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    steps = rng.integers(0, 24, (n, 48, 64, 3), dtype=np.uint8)
+    return np.cumsum(steps, axis=0, dtype=np.uint8)
+
+
+def test_mp4_continued_from_its_complete_fragments_is_the_uninterrupted_file(tmp_path, beat_wav):
+    frames = _frames(95)
+    audio = AudioInput(str(beat_wav), "loop")
+    whole, cut = tmp_path / "whole.mp4", tmp_path / "cut.mp4"
+    with FragmentedMP4Sink(whole, 10, 64, 48, audio=audio, gop_seconds=1.0) as sink:
+        sink.write(frames)
+    with FragmentedMP4Sink(cut, 10, 64, 48, audio=audio, gop_seconds=1.0) as sink:
+        sink.write(frames[:73])
+    data = cut.read_bytes()
+    cut.write_bytes(data[: complete_length(cut) - 100])  # killed in the middle of a fragment
+    held = committed_frames(cut)
+    assert held == 70
+    with FragmentedMP4Sink(cut, 10, 64, 48, audio=audio, gop_seconds=1.0, continue_at=held) as sink:
+        sink.write(frames[held:])
+    assert cut.read_bytes() == whole.read_bytes()  # video and audio, byte for byte
+    assert not resume_backup(cut).exists()
+
+
+def test_a_resume_cut_short_itself_starts_again_from_the_first_file(tmp_path):
+    frames = _frames(60, seed=1)
+    whole, cut = tmp_path / "whole.mp4", tmp_path / "cut.mp4"
+    with FragmentedMP4Sink(whole, 10, 64, 48) as sink:
+        sink.write(frames)
+    with FragmentedMP4Sink(cut, 10, 64, 48) as sink:
+        sink.write(frames[:45])
+    held = committed_frames(cut) // 10 * 10
+    # The resume sets the old file aside, copies it, and dies before finishing a fragment.
+    os.replace(cut, resume_backup(cut))
+    cut.write_bytes(b"\x00\x00\x00\x18ftypisom")
+    assert committed_frames(resume_backup(cut)) // 10 * 10 == held == 40
+    with FragmentedMP4Sink(cut, 10, 64, 48, continue_at=held) as sink:
+        sink.write(frames[held:])
+    assert cut.read_bytes() == whole.read_bytes()
+
+
+# Whole renders -----------------------------------------------------------------------------
+
+@pytest.mark.subprocess
+def test_a_killed_render_resumes_to_the_same_video(tmp_path):
+    ref, out = tmp_path / "ref.mp4", tmp_path / "out.mp4"
+    assert run(job(ref, 40, "--executor", "local"), tmp_path).returncode == 0
+    proc = subprocess.Popen(job(out, 40, "--executor", "local"), cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_when(proc, out, size=len(ref.read_bytes()) // 3)
+    again = run(job(out, 40, "--executor", "local"), tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "resuming this job at frame" in again.stderr
+    first = report(out)
+    assert first["status"] == "ok" and first["frames"] == 400
+    assert 0 < first["resumed_from_frame"] < 400 and first["frames_this_run"] < 400
+    assert out.read_bytes() == ref.read_bytes()
+    assert np.array_equal(decode(out), decode(ref))
+    # Once whole, the same command has nothing left to do.
+    done = run(job(out, 40, "--executor", "local"), tmp_path)
+    assert done.returncode == 0 and "nothing to do" in done.stderr
+
+
+@pytest.mark.subprocess
+def test_another_job_or_a_foreign_file_is_never_overwritten(tmp_path):
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"the user's own video")
+    refused = run(job(out, 5, "--executor", "local"), tmp_path)
+    assert refused.returncode == 2 and "--overwrite" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert out.read_bytes() == b"the user's own video"
+
+    assert run(job(out, 5, "--executor", "local", "--overwrite"), tmp_path).returncode == 0
+    other = run(job(out, 6, "--executor", "local"), tmp_path)  # another job, same outputs
+    assert other.returncode == 2 and "holds another job" in other.stderr
+    assert "duration" in other.stderr
+    fresh = tmp_path / "fresh.mp4"
+    nothing = run(job(fresh, 5, "--executor", "local", "--resume"), tmp_path)
+    assert nothing.returncode == 2 and "no interrupted job" in nothing.stderr
+    assert not fresh.exists()
+
+
+@pytest.mark.subprocess
+def test_one_render_per_workdir_at_a_time(tmp_path):
+    out = tmp_path / "out.mp4"
+    workdir = tmp_path / "out.lvp"
+    workdir.mkdir()
+    with open(workdir / "lvp.lock", "w") as held:
+        held.write("4242\n")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX)
+        busy = run(job(out, 5, "--executor", "local"), tmp_path)
+    assert busy.returncode == 2 and "pid 4242" in busy.stderr and not out.exists()
+    assert run(job(out, 5, "--executor", "local"), tmp_path).returncode == 0  # lock released
+
+
+@pytest.mark.subprocess
+def test_a_cluster_that_is_not_there_is_an_error_not_a_wait(tmp_path):
+    start = time.monotonic()
+    result = run(job(tmp_path / "out.mp4", 5, "--address", "127.0.0.1:9"), tmp_path, timeout=60)
+    assert result.returncode == 2 and "no Ray cluster answers" in result.stderr
+    assert time.monotonic() - start < 30
+
+
+@pytest.mark.ray
+@pytest.mark.subprocess
+@pytest.mark.slow
+def test_gpus_the_cluster_lacks_are_an_error_not_a_wait(tmp_path):
+    result = run(job(tmp_path / "out.mp4", 5, "--gpus-per-worker", "1"), tmp_path, timeout=120)
+    assert result.returncode == 2 and "--gpus-per-worker" in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2  # Ray's own token notice, then ours
+
+
+def _kill_actor(proc: subprocess.Popen, name: str) -> bool:
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            if child.cmdline() and name in child.cmdline()[0]:
+                child.kill()
+                return True
+        except psutil.NoSuchProcess:
+            continue
+    return False
+
+
+@pytest.mark.ray
+@pytest.mark.subprocess
+@pytest.mark.slow
+def test_killed_actors_and_a_killed_driver_leave_the_video_unchanged(tmp_path):
+    """Kill the stitcher, the keyframe actor and a segment actor during one Ray render, then
+    SIGKILL the driver of a second one and run it again: both videos equal the fault-free one."""
+    args = ("--duration", "150", "--fps", "10", "--size", "96x96", "--workers", "2")
+    ref, out, killed = tmp_path / "ref.mp4", tmp_path / "out.mp4", tmp_path / "killed.mp4"
+    base = lvp(*args)
+    assert run([*base, "--out", str(ref)], tmp_path).returncode == 0
+    full = len(ref.read_bytes())
+
+    proc = subprocess.Popen([*base, "--out", str(out)], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    victims = ["ray::StitcherActor", "ray::KeyframeActor", "ray::SegmentActor"]
+    while victims and proc.poll() is None:
+        grown = out.exists() and out.stat().st_size > full * (4 - len(victims)) // 5
+        if grown and _kill_actor(proc, victims[0]):
+            victims.pop(0)
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and not victims, err
+    faults = report(out)["restarts"]
+    assert {f["part"] for f in faults} == {"stitcher", "keyframe", "segment"}, faults
+    assert sum("warning" in line for line in err.splitlines()) == 3
+    assert out.read_bytes() == ref.read_bytes()
+
+    proc = subprocess.Popen([*base, "--out", str(killed)], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_when(proc, killed, size=full // 2)
+    again = run([*base, "--out", str(killed)], tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert report(killed)["resumed_from_frame"] > 0
+    assert killed.read_bytes() == ref.read_bytes()
