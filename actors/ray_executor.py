@@ -64,8 +64,7 @@ class RayExecutor(Executor):
         ray.kill(self.stitcher, no_restart=True)
         written = committed_frames(self.outputs)
         first = first_segment_for(self.timeline, written)
-        self.stitcher = self._stitcher(
-            ResumePoint(first, self.timeline.segment(first).frame_start, written))
+        self.stitcher = self._stitcher(ResumePoint(first, self.timeline.frame_start(first), written))
         ray.get(self.stitcher.ready.remote())
         return first
 

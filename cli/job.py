@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +43,8 @@ def output_config(spec: JobSpec) -> OutputConfig:
     audio = AudioInput(str(spec.audio), spec.audio_mode) if spec.audio else None
     return OutputConfig(fps=spec.fps, width=spec.width, height=spec.height, mp4=spec.out,
                         hls=spec.hls, audio=audio, hls_segment_seconds=spec.hls_segment_seconds,
-                        crf=spec.crf, preset=spec.encoder_preset)
+                        crf=spec.crf, preset=spec.encoder_preset,
+                        hls_live=spec.hls_live)  # lvp stream: paced sliding window
 
 
 def probe_plan(spec: JobSpec) -> ProbePlan:
@@ -94,12 +98,15 @@ def run_job(
     executor: str = "ray",
     clock: JobClock | None = None,
     resume: ResumePlan | None = None,
+    in_flight: int | None = None,
 ) -> dict:
     """Render one job; returns the run report (a JSON-ready dict), also written to disk.
 
     `clock.launched` is when the user asked for the job (the lvp process's start time), so
     the report's times include start-up. A failure is recorded in the report and re-raised.
-    `resume` (cli.resume.plan_resume) continues an interrupted run of this job.
+    `resume` (cli.resume.plan_resume) continues an interrupted run of this job. `in_flight`
+    bounds the segments between Stage 1 and the outputs (default: two per worker; a live
+    stream keeps it lower, so a prompt change waits behind fewer rendered segments).
     """
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}")
@@ -107,10 +114,10 @@ def run_job(
     resume = resume or ResumePlan(0, resumed=False)
     timeline = Timeline(spec, beats)
     first = first_segment_for(timeline, resume.written)
-    start = ResumePoint(first, timeline.segment(first).frame_start, resume.written)
+    start = ResumePoint(first, timeline.frame_start(first), resume.written)
     totals = RunTotals(spec.fps, start_frame=resume.written)
     stats = StatLoggers([totals, *loggers])
-    cfg = LoopConfig(in_flight=2 * spec.workers, chain=schedule == "chain")
+    cfg = LoopConfig(in_flight=in_flight or 2 * spec.workers, chain=schedule == "chain")
     started_ray = False
     status, error = "ok", None
     runner: Executor | None = None
@@ -134,6 +141,17 @@ def run_job(
         error = one_line(exc)
         raise
     finally:
+        with interrupts_deferred():
+            report = _finish(spec, timeline, totals, stats, clock, runner, started_ray, status,
+                             error)
+    return report
+
+
+def _finish(spec: JobSpec, timeline: Timeline, totals: RunTotals, stats: StatLogger,
+            clock: JobClock, runner: Executor | None, started_ray: bool, status: str,
+            error: str | None) -> dict[str, Any]:
+    """Close the outputs and the ledger, stop a Ray we started, write the report."""
+    try:
         if runner is not None:
             try:
                 held = runner.close()
@@ -148,10 +166,28 @@ def run_job(
             import ray
 
             ray.shutdown()
+    finally:
         stats.finished(clock.now())
         report = build_report(spec, timeline, totals, clock.now(), status, error)
-        write_report(spec, report)
+        write_report(spec, report)  # a full disk: the command line says it was not written
     return report
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """A second Ctrl-C while the outputs and the report are being finished is held until
+    they are done: the files must not be left half-written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def build_report(spec: JobSpec, timeline: Timeline, totals: RunTotals, wall: float,
@@ -200,8 +236,14 @@ def report_path(spec: JobSpec) -> Path:
     return spec.report or default_report(spec.out, spec.hls)
 
 
-def write_report(spec: JobSpec, report: dict) -> None:
+def write_report(spec: JobSpec, report: dict) -> bool:
+    """Write the report atomically; False (and no temp file left) if the disk refuses."""
     path = report_path(spec)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(report, indent=2))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return False
+    return True

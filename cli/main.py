@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import socket
 import sys
 import time
@@ -196,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", type=Path, help="also write the results as JSON here")
     e.add_argument("--weights", type=Path, help="tiny weights file (default: the bundled one)")
 
+    from cli import stream  # lvp stream: its own module (parser and command)
+
+    stream.add_parser(sub)
+
     m = sub.add_parser("memory", help="inspect a job's LMDB replay memory")
     msub = m.add_subparsers(dest="memory_command", required=True, parser_class=OneLineParser)
     ls = msub.add_parser("ls", help="list stored keyframes and finished segments")
@@ -220,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_train(args)
         if args.command == "eval":
             return cmd_eval(args)
+        if args.command == "stream":
+            from cli import stream
+
+            return stream.run(args, launched=time.time() - process_age())
         from cli import memory
 
         return memory.run(args)
@@ -355,10 +364,23 @@ def cmd_render(args: argparse.Namespace) -> int:
         lock.release()
 
 
+def report_note(spec: JobSpec, clock: JobClock) -> str:
+    """Where the run report is, or that it could not be written (a full disk): never a claim
+    about a file this run did not write."""
+    from cli.job import report_path
+
+    path = report_path(spec)
+    try:
+        written = path.stat().st_mtime >= clock.launched - 1
+    except OSError:
+        written = False
+    return f"report: {path}" if written else f"the run report could not be written to {path}"
+
+
 def _render(args: argparse.Namespace, spec: JobSpec, clock: JobClock, plan: ResumePlan) -> int:
     """Validation is done; from here on, real work."""
     from cli.failure import log_failure, one_line
-    from cli.job import report_path, run_job
+    from cli.job import run_job
     from cli.metrics import PrometheusLogger
     from cli.progress import ProgressBar
     from engine.audio_input import beat_envelope
@@ -383,8 +405,9 @@ def _render(args: argparse.Namespace, spec: JobSpec, clock: JobClock, plan: Resu
         finally:
             bar.close()
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the files are finished: just leave
         metrics.stop()
-        print(f"lvp: interrupted; what was rendered is kept (report: {report_path(spec)})",
+        print(f"lvp: interrupted; what was rendered is kept ({report_note(spec, clock)})",
               file=sys.stderr)
         return 130
     except InputError as exc:  # found once Ray was up: what the cluster cannot give
@@ -395,13 +418,18 @@ def _render(args: argparse.Namespace, spec: JobSpec, clock: JobClock, plan: Resu
         metrics.stop()
         log = log_failure(spec.workdir, exc)
         print(f"lvp: render failed: {one_line(exc)} (output kept up to the failure; the same "
-              f"command resumes it; report: {report_path(spec)}"
+              f"command resumes it; {report_note(spec, clock)}"
               + (f"; details: {log})" if log else ")"), file=sys.stderr)
+        return EXIT_FAILED
+    if report["status"] != "ok":  # the outputs failed to close after the last segment
+        metrics.stop()
+        print(f"lvp: render failed: {printable(report['error'])} ({report_note(spec, clock)})",
+              file=sys.stderr)
         return EXIT_FAILED
     outputs = [str(p) for p in (spec.out, spec.hls) if p]
     print(f"lvp: wrote {report['frames']} frames ({report['frames'] / spec.fps:.1f} s) to "
           f"{' and '.join(outputs)} in {report['wall_seconds']:.1f} s "
-          f"(real-time factor {report['realtime_factor']:.2f}); report: {report_path(spec)}",
+          f"(real-time factor {report['realtime_factor']:.2f}); {report_note(spec, clock)}",
           file=sys.stderr)
     if args.metrics_port is not None and args.metrics_linger > 0:
         print(f"lvp: serving the final metrics on {args.metrics_host}:{args.metrics_port} for "

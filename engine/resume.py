@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+
 from engine.timeline import Timeline
 
 
@@ -12,9 +14,6 @@ def first_segment_for(timeline: Timeline, written: int) -> int:
     of segment k-1), so the segment holding frame `written` is rendered again together with
     the one before it, whose frames are all written already and serve only for that tail.
     """
-    holder = 0
-    for k in range(timeline.num_segments):
-        if timeline.segment(k).frame_start > written:
-            break
-        holder = k
+    starts = [timeline.frame_start(k) for k in range(timeline.num_segments)]
+    holder = bisect.bisect_right(starts, written) - 1
     return max(0, holder - 1)

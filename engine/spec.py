@@ -7,11 +7,16 @@ import os
 import re
 import stat
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.errors import InputError
 from engine.schedule import PromptSchedule, file_kind, parse_clock, printable
+
+if TYPE_CHECKING:
+    from engine.live_prompts import LivePrompts  # noqa: F401 - the type of JobSpec.live
+    from stitcher.playlist import LiveHLS  # noqa: F401 - the type of JobSpec.hls_live
 
 MAX_DURATION = 24 * 3600.0
 MIN_SIDE, MAX_WIDTH, MAX_HEIGHT = 64, 3840, 2160
@@ -45,6 +50,9 @@ class JobSpec:
     crf: int = 23
     encoder_preset: str = "veryfast"
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    # lvp stream: the prompt schedule grows while the job runs (engine/live_prompts.py)
+    live: LivePrompts | None = field(default=None, compare=False)
+    hls_live: LiveHLS | None = None  # lvp stream: the HLS sink publishes live (paced window)
 
     @property
     def total_frames(self) -> int:
@@ -57,7 +65,8 @@ class JobSpec:
         return max(16, round(self.width * scale / 2) * 2), max(16, round(self.height * scale / 2) * 2)
 
     def summary(self) -> dict:
-        data = asdict(self)
+        data = asdict(replace(self, live=None))
+        del data["live"]
         data["schedule"] = list(zip(self.schedule.starts, self.schedule.texts, strict=True))
         return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
 

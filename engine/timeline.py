@@ -34,7 +34,11 @@ def audio_window(energy: np.ndarray, t: float, fps: float) -> np.ndarray:
     grid = (t - 1.0 + np.arange(AUDIO_WINDOW) / AUDIO_WINDOW_RATE) * fps
     if len(energy) == 0:
         return np.zeros(AUDIO_WINDOW, np.float32)
-    return np.interp(grid, np.arange(len(energy)), energy, left=0.0).astype(np.float32)
+    # Only the samples around t: the same points np.interp would pick from the whole
+    # envelope (so the same values), at a cost that does not grow with the video (24 h live).
+    lo = min(max(math.floor(grid[0]), 0), len(energy) - 1)
+    hi = min(max(math.ceil(grid[-1]) + 1, lo + 1), len(energy))
+    return np.interp(grid, np.arange(lo, hi), energy[lo:hi], left=0.0).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -182,8 +186,9 @@ class Timeline:
         return list(self.track)
 
     def cue(self, t: float) -> KeyframeCue:
+        schedule = self.schedule  # first: a live change may update the beat
         energy, phase = self.beats.at(round(t * self.spec.fps))
-        return KeyframeCue(t, self.spec.schedule.text_at(t), energy, phase,
+        return KeyframeCue(t, schedule.text_at(t), energy, phase,
                            audio_window(self.beats.energy, t, self.spec.fps))
 
     def shared_tail(self, k: int) -> int:
@@ -194,13 +199,14 @@ class Timeline:
 
     def keyframe_plan(self, index: int, t: float, reference: np.ndarray | None = None) -> KeyframePlan:
         spec = self.spec
+        schedule = self.schedule  # first: a live change may update the beat
         energy, phase = self.beats.at(round(t * spec.fps))
         window = audio_window(self.beats.energy, t, spec.fps)
         interval = spec.memory_interval
         return KeyframePlan(
             index=index,
             t=t,
-            prompt=spec.schedule.text_at(t),
+            prompt=schedule.text_at(t),
             beat_energy=energy,
             beat_phase=phase,
             seed=spec.seed,
@@ -208,14 +214,51 @@ class Timeline:
             store_in_memory=abs(t / interval - round(t / interval)) < 1e-9,
             audio_window=window,
             reference=reference,
-            shot=spec.schedule.shot_at(t),
+            shot=schedule.shot_at(t),
         )
+
+    @property
+    def schedule(self) -> PromptSchedule:
+        """The prompts in force: the spec's, or a live job's as changed so far."""
+        live = self.spec.live
+        if live is None:
+            return self.spec.schedule
+        schedule, changed = live.current()
+        if changed and self.spec.audio is None:
+            # Without audio the beat follows the prompts (a metronome while 'dancing'), as in
+            # a render of the record. Replaced, not written into: a Ray actor's copy holds
+            # read-only arrays; every holder of this Timeline sees the new beat.
+            object.__setattr__(self, "beats", BeatTrack.without_audio(
+                schedule, self.spec.total_frames, self.spec.fps))
+        return schedule
+
+    def _steer(self, k: int) -> None:
+        """Apply the live prompt changes asked for so far, at the first keyframe Stage 1 has
+        not made yet. Only the driver's planning (`segment`) does this: Stage 1 is asked for
+        segment k only after its plan is made, so it has made keyframes through segment
+        k - 1's context, and no plan made before covers that time (the render loop calls
+        the executor's keyframes(k) after timeline.segment(k))."""
+        live = self.spec.live
+        if live is None or not live.has_pending():
+            return
+        done_through = max(k - 1, live.planned)  # Stage 1 may have been asked this far
+        position = 0 if done_through < 0 else self.track_span(done_through)[1] + CONTEXT_KEYFRAMES + 1
+        if position < len(self.track):
+            live.apply_pending(self.track[position])
+        self.schedule  # noqa: B018 - refresh the beat now, before this plan reads it
+
+    def frame_start(self, k: int) -> int:
+        """Segment k's first frame (the overlap before its own span included)."""
+        return max(0, k * self.frames_per_segment - self.spec.overlap // 2)
 
     def segment(self, k: int) -> SegmentPlan:
         spec = self.spec
+        if spec.live is not None and spec.live.writer:
+            self._steer(k)
+            spec.live.planned = max(spec.live.planned, k)
         n = self.frames_per_segment
         half = spec.overlap // 2
-        start = max(0, k * n - half)
+        start = self.frame_start(k)
         stop = min(spec.total_frames, (k + 1) * n + spec.overlap - half)
         if k == self.num_segments - 1:
             stop = spec.total_frames
@@ -233,7 +276,7 @@ class Timeline:
             width=spec.width,
             height=spec.height,
             seed=spec.seed,
-            prompts=spec.schedule.window(start / spec.fps, stop / spec.fps),
+            prompts=self.schedule.window(start / spec.fps, stop / spec.fps),
             beat_energy=self.beats.energy[start:stop].copy(),
             beat_phase=self.beats.phase[start:stop].copy(),
             cues=tuple(self.cue(t) for t in around),

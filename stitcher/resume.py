@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
 import av
+import psutil
 
 
 def resume_backup(path: Path) -> Path:
@@ -131,3 +133,43 @@ def committed_packets(path: Path, limit: int | None, fps: int) -> Iterator[av.Pa
     finally:
         container.close()
         reader.close()
+
+
+def hls_committed_segments(folder: Path, playlist: str, fps: int,
+                           gop: int) -> list[tuple[str, float]]:
+    """The leading segments of an interrupted `lvp render --hls` playlist that are whole
+    GOPs and exist, as (uri, duration). A live (sliding-window) playlist is never resumed."""
+    path = folder / playlist
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    if "#EXT-X-PLAYLIST-TYPE:EVENT" not in lines:
+        return []
+    kept: list[tuple[str, float]] = []
+    duration: float | None = None
+    for line in lines:
+        if line.startswith("#EXTINF:"):
+            try:
+                duration = float(line[len("#EXTINF:"):].split(",")[0])
+            except ValueError:
+                return kept
+        elif line and not line.startswith("#") and duration is not None:
+            whole = round(duration * fps) == gop
+            name_ok = "/" not in line and line not in (".", "..")
+            if not (whole and name_ok and (folder / line).is_file()):
+                break
+            kept.append((line, duration))
+            duration = None
+    return kept
+
+
+_TEMP = re.compile(r"^\.(.+)\.(\d+)\.[0-9a-f]{8}\.tmp$")  # stitcher.playlist.temp_path_for
+
+
+def remove_stale_temp_files(folder: Path) -> None:
+    """Delete the half-written temp files a killed run of ours left (their writer is gone)."""
+    for path in folder.iterdir():
+        match = _TEMP.match(path.name)
+        if match and path.is_file() and not psutil.pid_exists(int(match.group(2))):
+            path.unlink(missing_ok=True)

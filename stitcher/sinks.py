@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import os
@@ -16,8 +17,13 @@ import numpy as np
 
 from stitcher.audio_track import AudioInput, AudioTrack
 from stitcher.encoder import GopEncoder
-from stitcher.playlist import MediaPlaylist, temp_path_for, write_atomic
-from stitcher.resume import committed_packets, resume_backup
+from stitcher.playlist import LiveHLS, LivePublisher, MediaPlaylist, temp_path_for, write_atomic
+from stitcher.resume import (
+    committed_packets,
+    hls_committed_segments,
+    remove_stale_temp_files,
+    resume_backup,
+)
 
 AUDIO_RATE = 48000
 AUDIO_LAYOUT = "stereo"
@@ -362,7 +368,8 @@ class _OpenSegment:
 
 
 class HLSSink(_SinkBase):
-    """Live HLS: MPEG-TS segments that each start with an IDR frame, and an EVENT playlist.
+    """HLS: MPEG-TS segments that each start with an IDR frame, and an EVENT playlist, or
+    with `live` a sliding-window playlist published at wall-clock pace (LivePublisher).
 
     One persistent H.264 encoder and one AAC encoder run for the whole stream, so timestamps
     and rate control are continuous; their packets are muxed into a fresh MPEG-TS container
@@ -384,14 +391,18 @@ class HLSSink(_SinkBase):
         playlist_name: str = "stream.m3u8",
         threads: int = 2,
         shared_video: bool = False,
+        live: LiveHLS | None = None,
+        continue_at: int = 0,
     ) -> None:
         super().__init__(fps, width, height)
         self.folder = Path(folder)
         self.playlist_path = self.folder / playlist_name
         self._segment_frames = max(1, round(segment_seconds * fps))
-        self._playlist = MediaPlaylist(
-            target_duration=math.ceil(round(self._segment_frames / fps, 3))
-        )
+        target = math.ceil(round(self._segment_frames / fps, 3))
+        self._playlist = MediaPlaylist(target_duration=target)
+        self._live = live
+        self._segments_made = 0
+        self._publisher: LivePublisher | None = None
         self._packets_out = 0  # video packets muxed; with a closed GOP also the next IDR's pts
         self._segment: _OpenSegment | None = None
 
@@ -408,14 +419,47 @@ class HLSSink(_SinkBase):
             self._asc = encoder.extradata
             self._audio = _AudioFeed(track, encoder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        if live is not None:
+            if continue_at:
+                raise ValueError("a live stream does not resume")
+            self._publisher = LivePublisher(self.folder, self.playlist_path, target,
+                                            live.window, live.ahead)
+        if continue_at:
+            self._continue(continue_at)
+
+    def _continue(self, frames: int) -> None:
+        """Keep the first `frames` frames of an interrupted run's segments: list them again,
+        number new segments after them, and bring the audio encoder to where it was."""
+        if frames % self._segment_frames:
+            raise ValueError(f"continue_at {frames} is not a whole number of segments")
+        kept = hls_committed_segments(self.folder, self.playlist_path.name, self.fps,
+                                      self._segment_frames)[: frames // self._segment_frames]
+        if len(kept) * self._segment_frames != frames:
+            raise ValueError(f"{self.playlist_path} lists fewer than {frames} whole frames")
+        remove_stale_temp_files(self.folder)
+        for uri, duration in kept:
+            self._playlist.add_segment(uri, duration)
+        self._segments_made = len(kept)
+        self._packets_out = self.frames_written = frames
+        if self._audio is not None:  # deterministic from the start: re-encoded, dropped
+            self._audio.packets_until(frames / self.fps)
+
+    @property
+    def publisher(self) -> LivePublisher | None:
+        return self._publisher
 
     def _finish(self) -> None:
         if self._segment is not None:
             self._finish_segment(ended=True)
-        else:
+        elif self._publisher is None:
             write_atomic(self.playlist_path, self._playlist.render(ended=True))
+        if self._publisher is not None:
+            self._publisher.close(ended=True)
 
     def _release(self) -> None:
+        if self._publisher is not None and not self._publisher.closed:
+            with contextlib.suppress(Exception):  # after an error: stop the thread, keep the first
+                self._publisher.close(ended=True)
         if self._segment is not None:  # only after an error: drop the partial segment
             self._segment.container.close()
             self._segment.tmp.unlink(missing_ok=True)
@@ -432,6 +476,10 @@ class HLSSink(_SinkBase):
         packet.pts += _TS_OFFSET_SECONDS * self.fps
         packet.dts += _TS_OFFSET_SECONDS * self.fps
         self._segment.container.mux(packet)
+        if self._publisher is not None and packet.is_keyframe:
+            # Pacing waits here, with the new segment's IDR already in it: a Ctrl-C during
+            # the wait leaves a segment that still starts with its keyframe.
+            self._publisher.wait_for_room()
 
     def _mux_audio(self, t_seconds: float, final: bool = False) -> None:
         assert self._audio is not None and self._segment is not None
@@ -445,7 +493,10 @@ class HLSSink(_SinkBase):
             self._segment.container.mux(framed)
 
     def _open_segment(self) -> _OpenSegment:
-        path = self.folder / f"seg_{len(self._playlist.segments):05d}.ts"
+        name = (self._live.segment_name(self._segments_made) if self._live
+                else f"seg_{self._segments_made:05d}.ts")
+        self._segments_made += 1
+        path = self.folder / name
         tmp = temp_path_for(path)
         container = av.open(
             str(tmp),
@@ -472,6 +523,9 @@ class HLSSink(_SinkBase):
         os.replace(segment.tmp, segment.path)
         self._segment = None
         duration = (self._packets_out - segment.first_frame) / self.fps
+        if self._publisher is not None:  # listed when due (the pacing waits in _mux_video_packet)
+            self._publisher.submit(segment.path.name, duration, block=False)
+            return
         self._playlist.add_segment(segment.path.name, duration)
         write_atomic(self.playlist_path, self._playlist.render(ended=ended))
 
@@ -486,20 +540,23 @@ class SharedEncoderSink(_SinkBase):
     def __init__(self, mp4: str | os.PathLike[str], hls_folder: str | os.PathLike[str], fps: int,
                  width: int, height: int, audio: AudioInput | None = None,
                  segment_seconds: float = 2.0, crf: int = 23, preset: str = "veryfast",
-                 threads: int = 2) -> None:
+                 threads: int = 2, continue_at: int = 0) -> None:
         super().__init__(fps, width, height)
         keyint = max(1, round(segment_seconds * fps))
         self._muxers: list[_SinkBase] = []
         try:
             self._muxers.append(FragmentedMP4Sink(mp4, fps, width, height, audio=audio,
-                                                  shared_video=True))
+                                                  gop_seconds=segment_seconds, shared_video=True,
+                                                  continue_at=continue_at))
             self._muxers.append(HLSSink(hls_folder, fps, width, height, audio=audio,
-                                        segment_seconds=segment_seconds, shared_video=True))
+                                        segment_seconds=segment_seconds, shared_video=True,
+                                        continue_at=continue_at))
         except BaseException:
             for muxer in self._muxers:
                 muxer.close()
             raise
         self._video = _standalone_x264(fps, width, height, crf, preset, keyint, threads)
+        self.frames_written = continue_at
 
     def _mux_video(self, packets: list[av.Packet]) -> None:
         for muxer in self._muxers:

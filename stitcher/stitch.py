@@ -117,17 +117,14 @@ class Stitcher:
                 sink.write(frames)
 
     def close(self) -> int:
-        """Write any held frames (a final tail with no successor), close every sink, and
-        return the number of frames written in all."""
-        try:
-            if not self.pending:
-                self._write(self.held[max(0, self.written_before - self.next_frame):])
-                self.next_frame += len(self.held)
-                self.held = self.held[:0]
-        finally:
-            # Always finish the files: what was already written must stay playable.
-            for sink in self.sinks:
-                sink.close()
+        """Close every sink and return the number of frames the outputs hold.
+
+        Held frames are not written: they are the first half of a blend whose second half
+        (the next segment) never came, so a stopped render ends at its last finished frame,
+        and a resumed one goes on from there as if it had never stopped."""
+        # Always finish the files: what was already written must stay playable.
+        for sink in self.sinks:
+            sink.close()
         if self.pending:
             raise RuntimeError(f"stitcher closed while waiting for segment {self.next_index}")
         return self.frames_out

@@ -60,11 +60,15 @@ def test_job_submit_renders_on_the_cluster(cluster, tmp_path):
     env, address = cluster
     out = tmp_path / "star.mp4"
     lvp = str(Path(sys.executable).with_name("lvp"))
-    proc = subprocess.run(
-        [RAY, "job", "submit", "--address", address, "--", lvp, "render", "--prompt",
-         "a blue star orbiting in the ocean", "--duration", "12", "--fps", "10",
-         "--size", "64x64", "--workers", "2", "--quiet", "--out", str(out)],
-        env=env, capture_output=True, text=True, timeout=300)
+    for _ in range(12):  # the head's job agent may come up after its dashboard port
+        proc = subprocess.run(
+            [RAY, "job", "submit", "--address", address, "--", lvp, "render", "--prompt",
+             "a blue star orbiting in the ocean", "--duration", "12", "--fps", "10",
+             "--size", "64x64", "--workers", "2", "--quiet", "--out", str(out)],
+            env=env, capture_output=True, text=True, timeout=300)
+        if "No available agent" not in proc.stderr + proc.stdout:
+            break
+        time.sleep(5)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     with av.open(str(out)) as container:
         assert sum(1 for _ in container.decode(video=0)) == 120

@@ -136,6 +136,28 @@ def test_a_killed_render_resumes_to_the_same_video(tmp_path):
 
 
 @pytest.mark.subprocess
+def test_ctrl_c_twice_still_finishes_the_files_and_the_report(tmp_path):
+    ref, out = tmp_path / "ref.mp4", tmp_path / "out.mp4"
+    assert run(job(ref, 40, "--executor", "local"), tmp_path).returncode == 0
+    proc = subprocess.Popen(job(out, 40, "--executor", "local"), cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while not (out.exists() and out.stat().st_size > len(ref.read_bytes()) // 3):
+        assert proc.poll() is None
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert report(out)["status"] == "interrupted" and "Traceback" not in err
+    held = decode(out)
+    whole = len(held) // 10 * 10  # the last GOP was cut short by the stop: encoded alone
+    assert 0 < len(held) < 400 and np.array_equal(held[:whole], decode(ref)[:whole])
+    assert run(job(out, 40, "--executor", "local"), tmp_path).returncode == 0
+    assert out.read_bytes() == ref.read_bytes()
+
+
+@pytest.mark.subprocess
 def test_another_job_or_a_foreign_file_is_never_overwritten(tmp_path):
     out = tmp_path / "out.mp4"
     out.write_bytes(b"the user's own video")
@@ -230,3 +252,35 @@ def test_killed_actors_and_a_killed_driver_leave_the_video_unchanged(tmp_path):
     assert again.returncode == 0, again.stderr
     assert report(killed)["resumed_from_frame"] > 0
     assert killed.read_bytes() == ref.read_bytes()
+
+
+@pytest.mark.subprocess
+def test_a_killed_render_with_hls_resumes_both_outputs(tmp_path):
+    """MP4 and HLS with audio: the resumed playlist lists the kept segments and continues them;
+    both outputs end up as the uninterrupted run's, byte for byte."""
+    wav = write_mono_wav(tmp_path / "tone.wav",
+                         0.2 * np.sin(2 * np.pi * 440 * np.arange(3 * 44100) / 44100), 44100)
+
+    def both(name: str) -> list[str]:
+        return job(tmp_path / f"{name}.mp4", 40, "--executor", "local", "--hls",
+                   str(tmp_path / f"{name}_hls"), "--audio", str(wav))
+
+    assert run(both("ref"), tmp_path).returncode == 0
+    proc = subprocess.Popen(both("out"), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    playlist = tmp_path / "out_hls" / "stream.m3u8"
+    deadline = time.monotonic() + 120
+    while not (playlist.exists() and playlist.read_text().count("#EXTINF") >= 5):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    again = run(both("out"), tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert report(tmp_path / "out.mp4")["resumed_from_frame"] >= 100
+    assert (tmp_path / "out.mp4").read_bytes() == (tmp_path / "ref.mp4").read_bytes()
+    ref_hls, out_hls = tmp_path / "ref_hls", tmp_path / "out_hls"
+    assert (out_hls / "stream.m3u8").read_text() == (ref_hls / "stream.m3u8").read_text()
+    for segment in sorted(ref_hls.glob("*.ts")):
+        assert (out_hls / segment.name).read_bytes() == segment.read_bytes(), segment.name
+    assert sorted(p.name for p in out_hls.iterdir()) == sorted(p.name for p in ref_hls.iterdir())

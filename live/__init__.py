@@ -1,0 +1,1 @@
+"""lvp stream: serving a live HLS stream, its player page and its steering."""
