@@ -71,7 +71,9 @@ def render(workdir: Path, name: str, duration: float, *extra: str,
     """Run `lvp render` and return its report (plus peak PSS when asked)."""
     out = workdir / f"{name}.mp4"
     cmd = [sys.executable, "-m", "cli", "render", "--prompt", PROMPT, "--duration",
-           str(duration), "--out", str(out), "--quiet", "--model", MODEL[0], *extra]
+           str(duration), "--out", str(out), "--quiet", "--model", MODEL[0],
+           "--overwrite",  # a fresh render every time, never a finished job's old report
+           *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sampler = RssSampler(proc.pid) if measure_rss else None
     _, err = proc.communicate()

@@ -18,6 +18,7 @@ from engine.stats import SegmentRendered
 from engine.timeline import CONTEXT_KEYFRAMES, SegmentPlan, Timeline
 
 HISTORY = 4  # short-term context: the last few keyframes
+KEEP_BACK = 64  # how far back a restart looks for stored state (memory.replay keeps 64)
 # Long-term context: the video's first keyframe, the first remembered keyframe of the prompt
 # in force (so a prompt that comes back finds its scene again) and the latest few entries.
 MEMORY_RECENT = 3
@@ -133,7 +134,16 @@ class KeyframeStage:
                                 dict(self.prompt_anchors), tuple(self.recent_memory))
 
     def restore(self, k: int) -> None:
-        """Go back (or forward) to the state stored when segment k-1 was done."""
+        """Go back (or forward) to the state stored when segment k-1 was done. Without it
+        (asked out of order: Ray may retry a dead actor's queued calls in any order), start
+        from the latest state stored before it and make the segments in between again."""
+        start = next((j for j in range(k, max(0, k - KEEP_BACK), -1)
+                      if self.memory.get_checkpoint(j) is not None), 0)
+        self._load(start)
+        while self.next_segment < k:
+            self.run_segment(self.next_segment)
+
+    def _load(self, k: int) -> None:
         if k == 0:
             state = Stage1Checkpoint(0, 0, (), {}, {}, ())
         else:
