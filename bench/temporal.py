@@ -1,6 +1,6 @@
 """Temporal stability of the encoded video: does the picture jump at IDR frames or keyframes?
 
-    python -m bench.temporal             # about 30 minutes on 2 cores; writes bench/temporal_results.json
+    python -m bench.temporal             # 30-60 minutes on 2 cores; writes bench/temporal_results.json
     python -m bench.temporal --smoke     # tiny inputs (seconds): checks that it runs, not the figures
     python -m bench.temporal --no-renders --presets default,hq --models procedural
 
@@ -8,8 +8,10 @@ Per preset (the `lvp render` default and --preset draft / live / hq: their size,
 x264 preset) and per model (procedural, tiny), calm prompts (resting, spinning, pulsing,
 orbiting) are rendered once in this process, through the render loop as `lvp render
 --executor local` runs it (evaluation.evaluate.Run.stitched), then encoded with every
-candidate x264 setting through the real FragmentedMP4Sink and decoded with PyAV. On the
-decoded frames (stitcher.quality):
+candidate x264 setting through the real FragmentedMP4Sink and decoded with PyAV. Each clip
+starts half a second into its render, so IDR frames fall halfway between model keyframes and
+the encoder's pulse and the model's are measured apart. On the decoded frames
+(stitcher.quality):
 - step at IDR frames, at model keyframes (one per second) and elsewhere (mean absolute change
   onto a frame, 0-255 levels), and the ratios (step + STEP_FLOOR) / (elsewhere + STEP_FLOOR);
 - the same IDR ratio at 64 pixels short side (what the stitcher's probe sees);
@@ -18,7 +20,8 @@ decoded frames (stitcher.quality):
 - error against the source, bit rate, and encode speed: the same frames through the sink
   alone (frames per CPU second of this process, x264's threads included, and per wall second;
   the median of --repeat runs for the current and the previous setting).
-Then real `lvp render --preset P` runs (own Ray, the shipped default model) with the
+Per preset and model, a last table sets the previous x264 setting beside the current one per
+motion. Then real `lvp render --preset P` runs (own Ray, the shipped default model) with the
 previous and the current setting, interleaved, compare the real-time factor of the render
 loop (video seconds / loop_seconds of the run report; the report's realtime_factor also
 counts start-up). The previous setting reaches the render's processes through a
@@ -38,6 +41,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -67,7 +71,8 @@ PROBE_SIDE = 64
 
 # x264 settings as option templates ({crf}, {preset}, {keyint} filled in per encode). None
 # stands for the code's own stitcher.sinks._x264_options.
-PREVIOUS = {"preset": "{preset}", "crf": "{crf}", "x264-params": "keyint={keyint}:scenecut=0"}
+# The x264 options before issue 18 (mbtree=0 keeps encodes deterministic, stitcher.sinks).
+PREVIOUS = {"preset": "{preset}", "crf": "{crf}", "x264-params": "keyint={keyint}:scenecut=0:mbtree=0"}
 
 
 def _with(params: str) -> dict[str, str]:
@@ -77,9 +82,11 @@ def _with(params: str) -> dict[str, str]:
 CANDIDATES: dict[str, dict[str, str] | None] = {
     "previous": PREVIOUS,
     "ipratio 1.0": _with("ipratio=1.0"),  # I at the P quantiser: "same quality level"
-    "no mbtree": _with("mbtree=0"),
-    "no mbtree + ipratio 2": _with("mbtree=0:ipratio=2"),
-    "no mbtree + ipratio 3": _with("mbtree=0:ipratio=3"),
+    "ipratio 3": _with("ipratio=3"),
+    "ipratio 6": _with("ipratio=6"),
+    # qcomp: how far CRF lets the quantiser follow complexity (lower: finer P frames on calm
+    # pictures). It helped while one encoder ran through the video; not with one per GOP.
+    "ipratio 3 + qcomp 0": _with("ipratio=3:qcomp=0"),
     "current": None,
     # Reference only: no IDR after the first, so MP4 fragments and HLS segments could not
     # start at one; shows what spreading the intra refresh over the GOP does.
@@ -177,6 +184,36 @@ def x264_settings_in(path: Path) -> dict[str, str]:
     return dict(item.split("=", 1) for item in text.split() if "=" in item)
 
 
+def paired_cost(frames: np.ndarray, fmt: dict, templates: dict[str, dict | None]) -> dict[str, float]:
+    """CPU seconds each setting's encoder spends on the same frames, measured side by side:
+    one single-threaded encoder per setting (x264 then does all its work inside encode(), on
+    this thread), fed frame by frame in turn, each call timed with this thread's CPU clock. A
+    busy spell on the machine slows every setting alike, which separate runs cannot promise.
+    "control" is a second encoder with the first setting: its cost against that setting's
+    is the measurement's own spread."""
+    first = next(iter(templates))
+    templates = {**templates, "control": templates[first]}
+    encoders = {}
+    for name, template in templates.items():
+        encoder = av.CodecContext.create("libx264", "w")
+        encoder.width, encoder.height, encoder.pix_fmt = fmt["width"], fmt["height"], "yuv420p"
+        encoder.time_base, encoder.framerate = Fraction(1, fmt["fps"]), Fraction(fmt["fps"])
+        encoder.thread_count = 1
+        encoder.options = options_function(template)(fmt["crf"], fmt["encoder_preset"], fmt["fps"])
+        encoders[name] = encoder
+    cpu = dict.fromkeys(templates, 0.0)
+    names = list(encoders)
+    for i, rgb in enumerate([*frames, None]):
+        frame = None if rgb is None else sinks._rgb_frame(rgb, i, Fraction(1, fmt["fps"]))
+        # The first encoder to read a new frame pays for bringing it into the cache (about
+        # 6%): every setting takes that turn equally often.
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            start = time.thread_time()
+            encoders[name].encode(frame)
+            cpu[name] += time.thread_time() - start
+    return cpu
+
+
 # --- measures --------------------------------------------------------------------------
 
 
@@ -193,12 +230,19 @@ def ratio(at: float, elsewhere: float) -> float:
     return (at + STEP_FLOOR) / (elsewhere + STEP_FLOOR)
 
 
+def model_keyframes(fps: int, count: int, offset: int) -> list[int]:
+    """Positions of the model's keyframes (one a second) in a clip that starts `offset`
+    frames into the render."""
+    return [k - offset for k in every(fps, count + offset) if k > offset]
+
+
 def temporal_measures(frames: np.ndarray, fps: int, keyint: int, mask: np.ndarray,
-                      source: np.ndarray | None = None) -> dict:
-    """Steps at IDR frames (every keyint), at model keyframes (every fps) and elsewhere (at
-    neither); their ratios; flicker on the source's static background; error vs the source."""
+                      source: np.ndarray | None = None, key_offset: int = 0) -> dict:
+    """Steps at IDR frames (every keyint), at model keyframes (every fps, shifted by
+    key_offset) and elsewhere (at neither); their ratios; flicker on the source's static
+    background; error vs the source."""
     n = len(frames)
-    idr, keys = every(keyint, n), every(fps, n)
+    idr, keys = every(keyint, n), model_keyframes(fps, n, key_offset)
     steps = frame_steps(frames)
     idr_step, elsewhere = step_means(steps, idr, exclude=keys)
     key_step, _ = step_means(steps, keys, exclude=idr)
@@ -243,12 +287,16 @@ def measure_preset(preset: str, models: list[str], prompts: list[str], names: li
         per_model: dict = {}
         for prompt in prompts:
             start = time.perf_counter()
-            source = render_frames(model, preset, PROMPTS[prompt], seconds, backends)
+            # The encoded clip starts half a second into the render: its IDR frames fall
+            # halfway between model keyframes, so the two pulses are measured apart.
+            offset = fps // 2
+            source = render_frames(model, preset, PROMPTS[prompt], seconds + offset / fps,
+                                   backends)[offset:]
             render_s = time.perf_counter() - start
             mask = static_mask(source)
-            clip = {"frames": len(source), "render_s": render_s,
+            clip = {"frames": len(source), "render_s": render_s, "key_offset": offset,
                     "static_share": float(mask.mean()),
-                    "source": temporal_measures(source, fps, fps, mask)}
+                    "source": temporal_measures(source, fps, fps, mask, key_offset=offset)}
             timings: dict[str, list[dict]] = {name: [] for name, _, _ in rows}
             for rep in range(repeat):
                 for name, template, gop in rows:
@@ -264,12 +312,22 @@ def measure_preset(preset: str, models: list[str], prompts: list[str], names: li
                         if not refresh and idr_at != [0, *every(keyint, len(types))]:
                             raise RuntimeError(f"{name}: IDR frames at {idr_at[:8]}..., "
                                                f"expected every {keyint}")
-                        clip[name] = {**temporal_measures(decoded, fps, keyint, mask, source),
+                        clip[name] = {**temporal_measures(decoded, fps, keyint, mask, source,
+                                                          key_offset=offset),
+                                      "bytes": path.stat().st_size,
                                       "kbit_s": path.stat().st_size * 8 / 1000 / (len(source) / fps),
                                       "x264": {k: v for k, v in x264_settings_in(path).items()
                                                if k in ("mbtree", "ip_ratio", "aq", "deblock",
                                                         "keyint", "intra_refresh", "qcomp")}}
                     path.unlink()
+            # Paired CPU cost at the MP4 GOP of 1 s (the GOP variant costs what its setting does).
+            paired = paired_cost(source, fmt, {name: template for name, template, gop in rows
+                                               if gop == 1.0})
+            for name, _, gop in rows:
+                if gop == 1.0:
+                    clip[name]["encode_cpu_paired_s"] = paired[name]
+            clip["paired_control"] = {"encode_cpu_paired_s": paired["control"],
+                                      "of": next(iter(paired))}
             for name, runs in timings.items():
                 cpu = float(np.median([r["cpu_s"] for r in runs]))
                 wall = float(np.median([r["wall_s"] for r in runs]))
@@ -280,6 +338,8 @@ def measure_preset(preset: str, models: list[str], prompts: list[str], names: li
                   f"{len(rows)} settings encoded", flush=True)
         out["models"][model] = per_model
         print_table(preset, model, per_model, [name for name, _, _ in rows])
+        if "previous" in names and "current" in names:
+            print_before_after(preset, model, per_model)
     return out
 
 
@@ -298,7 +358,21 @@ def summary(per_model: dict, name: str) -> dict:
                                              for p, c in zip(per_model, clips, strict=True))
         mean["encode_fps_wall"] = total / sum(per_model[p]["frames"] / c["encode_fps_wall"]
                                               for p, c in zip(per_model, clips, strict=True))
+        if "encode_cpu_paired_s" in clips[0] and "previous" in next(iter(per_model.values())):
+            mean["encode_cost_vs_previous"] = (
+                sum(c["encode_cpu_paired_s"] for c in clips)
+                / sum(c["previous"]["encode_cpu_paired_s"] for c in per_model.values()))
     return mean
+
+
+def control_spread(per_model: dict) -> float | None:
+    """The paired cost of a second encoder with the same setting as the first, over it."""
+    clips = list(per_model.values())
+    if "paired_control" not in clips[0]:
+        return None
+    of = clips[0]["paired_control"]["of"]
+    return (sum(c["paired_control"]["encode_cpu_paired_s"] for c in clips)
+            / sum(c[of]["encode_cpu_paired_s"] for c in clips))
 
 
 def print_table(preset: str, model: str, per_model: dict, names: list[str]) -> None:
@@ -307,7 +381,7 @@ def print_table(preset: str, model: str, per_model: dict, names: list[str]) -> N
           f"over the prompts (steps in 0-255 levels)")
     head = (f"{'setting':<24}" + "".join(f"{p[:8]:>9}" for p in prompts)
             + f"{'max':>7}{'key':>7}{'settled':>8}{'64px':>7}{'IDR':>7}{'else':>7}{'flick':>7}"
-            f"{'err':>6}{'kbit/s':>8}{'fps cpu':>9}{'fps wall':>9}")
+            f"{'err':>6}{'kbit/s':>8}{'fps cpu':>9}{'fps wall':>9}{'cost':>7}")
     print(head)
     for name in ["source", *names]:
         s = summary(per_model, name)
@@ -318,7 +392,34 @@ def print_table(preset: str, model: str, per_model: dict, names: list[str]) -> N
         if "kbit_s" in s:
             row += (f"{s['error_vs_source']:>6.2f}{s['kbit_s']:>8.0f}{s['encode_fps_cpu']:>9.0f}"
                     f"{s['encode_fps_wall']:>9.0f}")
+            if "encode_cost_vs_previous" in s:
+                row += f"{s['encode_cost_vs_previous']:>7.2f}"
         print(row)
+    spread = control_spread(per_model)
+    if spread is not None:
+        print(f"(cost of a second encoder with the first setting, same run: {spread:.3f})")
+
+
+def print_before_after(preset: str, model: str, per_model: dict) -> None:
+    """Per calm motion, the previous x264 setting against the current one, measured in this
+    run: IDR step ratio (all IDRs; settled: from the third on), keyframe step ratio,
+    background flicker, encode frames per CPU second
+    (side by side: single-threaded encoders fed in turn) and file size."""
+    print(f"\n{preset} / {model}: previous -> current x264 setting, per motion")
+    print(f"{'motion':<10}{'IDR ratio':>17}{'IDR, settled':>17}{'key ratio':>17}{'flicker':>17}"
+          f"{'encode fps':>17}{'kB':>17}{'fps change':>12}")
+    for prompt, clip in per_model.items():
+        before, after = clip["previous"], clip["current"]
+        fps_before = clip["frames"] / before["encode_cpu_paired_s"]
+        fps_after = clip["frames"] / after["encode_cpu_paired_s"]
+        pairs = [(before["idr_ratio"], after["idr_ratio"], ".2f"),
+                 (before["idr_ratio_settled"], after["idr_ratio_settled"], ".2f"),
+                 (before["keyframe_ratio"], after["keyframe_ratio"], ".2f"),
+                 (before["background_flicker"], after["background_flicker"], ".3f"),
+                 (fps_before, fps_after, ".0f"),
+                 (before["bytes"] / 1000, after["bytes"] / 1000, ".0f")]
+        print(f"{prompt:<10}" + "".join(f"{a:>8{f}} ->{b:>7{f}}" for a, b, f in pairs)
+              + f"{fps_after / fps_before - 1:>+12.1%}")
 
 
 # --- full renders ----------------------------------------------------------------------
@@ -369,7 +470,8 @@ def full_render(preset: str, model: str, seconds: float, template: dict | None, 
     else:
         env.pop("LVP_BENCH_X264", None)
     cmd = [sys.executable, "-m", "cli", "render", "--prompt", PROMPTS["resting"], "--duration",
-           str(seconds), "--out", str(out), "--quiet", "--model", model, "--executor", executor]
+           str(seconds), "--out", str(out), "--quiet", "--model", model, "--executor", executor,
+           "--overwrite"]  # every setting renders afresh (a finished job would be kept)
     if preset != "default":
         cmd += ["--preset", preset]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
@@ -404,7 +506,8 @@ def measure_renders(presets: list[str], model: str, seconds: float, repeat: int,
     runs: dict = {p: {s: [] for s in settings} for p in presets}
     for i in range(repeat):
         for preset in presets:
-            for name, template in settings.items():
+            # Alternate which setting goes first, so a slow spell does not always hit one.
+            for name, template in list(settings.items())[::1 if i % 2 == 0 else -1]:
                 out = tmp / f"render_{preset}_{name}_{i}.mp4"
                 r = full_render(preset, model, seconds, template, out, hook_dir, executor)
                 want = expected_x264(template, preset_format(preset))
@@ -475,6 +578,8 @@ def main() -> int:
         parser.error(str(exc))
     if args.repeat < 1:
         parser.error("--repeat must be 1 or more")
+    if not 4 <= args.seconds <= 3600:
+        parser.error("--seconds must be between 4 and 3600 (the measures need three IDR frames)")
     executor = "ray"
     render_presets = presets
     if args.smoke:
@@ -500,7 +605,9 @@ def main() -> int:
     print("Tables: the IDR step ratio of each prompt and its max; key: the ratio at model "
           "keyframes; settled: at IDRs from the third on; 64px: at 64 pixels short side; IDR / "
           "else: mean steps (levels); flick: background flicker (levels); err: mean absolute "
-          "error vs the source; encode frames per CPU second and per wall second.")
+          "error vs the source; encode frames per CPU second and per wall second (separate "
+          "runs, median of --repeat); cost: encode CPU time against the previous setting, "
+          "measured side by side (single-threaded encoders fed in turn).")
     backends: dict = {}
     with tempfile.TemporaryDirectory(prefix="lvp-temporal-") as folder:
         tmp = Path(folder)
@@ -511,6 +618,8 @@ def main() -> int:
             rows = ["source", *[name for name, _, _ in gop_variants(preset, names)]]
             data["summary"] = {m: {name: summary(data["models"][m], name) for name in rows}
                                for m in models}
+            for m in models:
+                data["summary"][m]["paired_control_cost"] = control_spread(data["models"][m])
             results["presets"][preset] = data
         if not args.no_renders and render_presets:
             results["renders"] = {"model": args.render_model, "seconds": args.render_seconds,

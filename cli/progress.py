@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from tqdm import tqdm
 
 from engine.stats import StatLogger, StitchResult
@@ -25,7 +27,8 @@ class ProgressBar(StatLogger):
             self.bar.set_postfix_str(f"rtf {self.frames / self.fps / now:.2f}x")
 
     def restarted(self, part: str, what: str) -> None:
-        self.bar.write(f"lvp: warning: the {part} failed and was restarted: {what}")
+        # On stderr with lvp's other lines, also when the bar is off (--quiet).
+        tqdm.write(f"lvp: warning: {what}", file=sys.stderr)
 
     def close(self) -> None:
         self.bar.close()

@@ -42,8 +42,9 @@ def run_loop(timeline: Timeline, executor: Executor, cfg: LoopConfig, stats: Sta
                 raise
             restarts += 1
             first_segment = executor.reopen_outputs()
-            stats.restarted("stitcher", f"the outputs failed ({one_line(exc)}); reopened "
-                            f"them and went on from segment {first_segment}")
+            stats.restarted("stitcher", f"the stitcher failed ({one_line(exc)}); the outputs "
+                            f"were reopened where whole and the job went on from segment "
+                            f"{first_segment}")
 
 
 def one_line(exc: BaseException) -> str:

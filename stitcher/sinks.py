@@ -67,16 +67,34 @@ def _check_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def _x264_options(crf: int, preset: str, keyint: int) -> dict[str, str]:
-    # Fixed GOP without scene cuts: keyframes (and so MP4 fragments / HLS segments) fall at
-    # exact multiples of `keyint`, independent of content.
-    # mbtree=0: with mb-tree on, x264 (the one PyAV ships) encodes the same frames differently
-    # in the first encodes of a process (faster, veryfast and medium presets; seen with one
-    # thread too), so a resumed or retried GOP would not match. Without it every encode of
-    # the same frames is the same bytes.
+    """x264 settings for every sink. An IDR frame re-encodes the whole picture, and whatever
+    the P frames before it left out (slow change, their coarser coding noise) shows as one
+    jump once a GOP; measured as the IDR step ratio (1.0: no jump) on decoded calm clips with
+    `python -m bench.temporal` (bench/RESULTS.md, "Temporal stability").
+
+    - keyint, scenecut=0: a fixed GOP without scene cuts, so IDR frames (and with them MP4
+      fragments and HLS segments) fall at exact multiples of `keyint`, whatever the content.
+    - mbtree=0: with mb-tree on, x264 (the one PyAV ships) encodes the same frames differently
+      in the first encodes of a process (faster, veryfast and medium presets; seen with one
+      thread too), so a resumed or retried GOP would not match. Without it every encode of
+      the same frames is the same bytes.
+    - ipratio=10 (x264: 1.4): I frames about 20 quantiser steps finer than the crf's P
+      frames, so near the source (x264 clamps them at its finest quantiser). Every GOP has
+      its own encoder, so each starts from an I frame; a fine one leaves the P frames little
+      coding noise to hold that the next IDR would replace. Procedural calm clips, IDR step
+      ratio of the resting one (moving ones): default 7.3 -> 3.1 (1.2-1.7 -> 1.0-1.04),
+      draft 7.3 -> 4.3, live 9.5 -> 2.4, hq 6.0 -> 1.7; tiny 1.9-6.5 from 2.3-6.6. Bits,
+      not speed: files up to 45% larger on procedural clips, 2.4x on tiny's grain; encode
+      CPU 0.87x the previous settings (paired, default preset).
+    Not used, measured: ipratio=3 (resting 7.0), qcomp 0-0.2 (no gain once every GOP has its
+    own encoder), no-fast-pskip/no-dct-decimate, deadzones, aq, deblock, psy-rd; periodic
+    intra refresh (HLS segments must start with an IDR). Resting subjects still jump: P
+    frames at the crf's quantiser skip their sub-level change, which the IDR catches up.
+    """
     return {
         "preset": preset,
         "crf": str(crf),
-        "x264-params": f"keyint={keyint}:scenecut=0:mbtree=0",
+        "x264-params": f"keyint={keyint}:scenecut=0:mbtree=0:ipratio=10",
     }
 
 

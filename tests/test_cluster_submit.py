@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import av
+import psutil
 import pytest
 
 pytestmark = [pytest.mark.ray, pytest.mark.subprocess, pytest.mark.slow]
@@ -129,6 +130,11 @@ def test_losing_a_node_mid_job_leaves_the_video_unchanged(tmp_path):
         while not (out.exists() and out.stat().st_size > len(ref.read_bytes()) // 4):
             assert job.poll() is None and time.monotonic() < deadline, job.stderr.read()
             time.sleep(0.05)
+        on_second = [p for p in psutil.Process(worker.pid).children(recursive=True)
+                     if "ray::SegmentActor" in " ".join(p.cmdline())]
+        if not on_second:  # SPREAD is Ray's best effort, not a promise
+            job.kill()
+            pytest.skip("Ray placed no segment actor on the second node this time")
         os.killpg(worker.pid, signal.SIGKILL)  # the node is gone: raylet, workers, all
         _, err = job.communicate(timeout=400)
         assert job.returncode == 0, err

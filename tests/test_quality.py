@@ -5,6 +5,7 @@ import av
 import numpy as np
 import pytest
 
+import stitcher.sinks as sinks
 from engine.models.base import create_backend
 from evaluation.evaluate import Run, eval_spec
 from stitcher.quality import (
@@ -115,5 +116,21 @@ def encode_decode(frames: np.ndarray, fps: int, crf: int = 23, preset: str = "ve
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
 
-# The x264 options before this change: CRF with mb-tree, x264's default I/P ratio of 1.4.
-PREVIOUS_OPTIONS = {"preset": "veryfast", "crf": "23", "x264-params": "keyint=30:scenecut=0"}
+# The x264 options before the change for issue 18: x264's I/P quantiser ratio of 1.4.
+PREVIOUS_OPTIONS = {"preset": "veryfast", "crf": "23", "x264-params": "keyint=30:scenecut=0:mbtree=0"}
+
+
+def test_still_procedural_picture_does_not_pump_at_idr_frames(tmp_path, monkeypatch):
+    """A still picture through the MP4 sink (GOP of one second), decoded again: no IDR frame
+    shows. With the previous options every IDR fell back to a coarse I frame after P frames
+    that had refined the picture over the GOP, a jump once a second."""
+    fps = 30
+    picture = procedural("a green circle resting on an ocean background", 1.0, 128)[:1]
+    frames = np.repeat(picture, 6 * fps, axis=0)
+    idr = every(fps, len(frames))
+    decoded = encode_decode(frames, fps, tmp=tmp_path)
+    assert step_ratio(decoded, idr) < 1.2
+
+    monkeypatch.setattr(sinks, "_x264_options", lambda crf, preset, keyint: PREVIOUS_OPTIONS)
+    before = encode_decode(frames, fps, tmp=tmp_path)
+    assert step_ratio(before, idr) > 3.0
