@@ -250,6 +250,28 @@ def test_shipped_weights_render_keyframes_and_frames(tmp_path):
 
 
 @pytest.mark.shipped_model
+def test_shipped_weights_hold_the_backdrop_still_within_a_shot(tmp_path):
+    """Only what the prompt moves, moves: a shot's keyframes share one layered canvas (drawn
+    at its first keyframe), and the rendered backdrop away from the subject is the same in
+    every frame (no redrawn grain at the keyframes)."""
+    from engine.schedule import PromptSchedule
+    from engine.spec import JobSpec
+    from engine.stages import KeyframeStage, SegmentStage
+    from engine.timeline import BeatTrack, Timeline
+    from memory.replay import ReplayMemory
+
+    spec = JobSpec(schedule=PromptSchedule.single("a green circle resting on an ocean background"),
+                   duration=4.0, fps=10, width=96, height=96, seed=101, overlap=0, model="tiny")
+    timeline = Timeline(spec, BeatTrack.metronome(spec.total_frames, spec.fps))
+    keys = KeyframeStage(timeline, create_backend("tiny"), ReplayMemory(tmp_path)).run_segment(0)
+    canvases = [k.state.canvas for k in keys.around()]
+    assert len(canvases) >= 4 and all(np.array_equal(c, canvases[0]) for c in canvases)
+    frames = SegmentStage(create_backend("tiny")).render(timeline.segment(0), keys).frames
+    sky = frames[:, :20].astype(np.int16)  # the resting subject sits low
+    assert np.abs(np.diff(sky, axis=0)).max() == 0
+
+
+@pytest.mark.shipped_model
 def test_shipped_weights_follow_the_reference_image(tmp_path):
     from PIL import Image
 

@@ -175,6 +175,36 @@ class TinyKeyframeModel:
                                 torch.tensor([beat], dtype=torch.float32))
             pose = Pose.from_vector(drawn[0].numpy())
 
+        # Within a shot (a run of one prompt) the layers are drawn once, at its first keyframe,
+        # and then held: the world's backdrop stands still and its subject is rigid, so only
+        # the pose moves. Redrawing them at every keyframe (as an earlier version did, from
+        # the anchor) changed the backdrop's fine texture and the sprite's edges once a
+        # second, a pulse over the whole frame at every keyframe.
+        # A prompt that comes back brings its remembered canvas back as it was.
+        remembered = _anchor_for(plan.prompt, memory) if history else None
+        if history and history[-1].prompt == plan.prompt:
+            canvas = history[-1].state.canvas.astype(np.float32)
+        elif remembered is not None and image is None:
+            canvas = remembered.numpy()
+        else:
+            canvas = self._draw_canvas(plan, history, memory, image, cond, gen)
+
+        backgrounds, sprites = upsample_layers(model, canvas[None])
+        width, height = plan.size
+        bg = cv2.resize((backgrounds[0] * 255 + 0.5).astype(np.uint8), (width, height),
+                        interpolation=cv2.INTER_LINEAR)
+        picture = composite(bg, sprites[0], pose)
+        state = TinyState(float(pose.x), float(pose.y), float(pose.scale), float(pose.angle),
+                          float(plan.beat_phase), canvas.astype(np.float16))
+        return Keyframe(plan.t, picture, plan.prompt, state)
+
+
+    def _draw_canvas(self, plan: KeyframePlan, history: Sequence[Keyframe], memory: MemoryView,
+                     image: dict | None, cond: tuple[torch.Tensor, ...],
+                     gen: torch.Generator) -> np.ndarray:
+        """A shot's layered canvas [7, 32, 32]: from new noise, or continued from the memory's
+        canvas of a prompt that comes back."""
+        model = self.model
         # The layered canvas, conditioned on the previous one and the memory's anchor. The
         # context is shown the way training showed it: while the prompt holds, the previous
         # canvas comes with a little noise (the model learned that an exact copy of the anchor
@@ -231,16 +261,7 @@ class TinyKeyframeModel:
             # keyframe redraws from its anchor.
             redraw = torch.cat([image["slot"][None, :3], x[:, 3:]], dim=1)
             x = sample((1 - CONTINUE_FROM) * noise + CONTINUE_FROM * redraw, CONTINUE_FROM)
-        canvas = x[0].clamp(-1, 1).numpy()
-
-        backgrounds, sprites = upsample_layers(model, canvas[None])
-        width, height = plan.size
-        bg = cv2.resize((backgrounds[0] * 255 + 0.5).astype(np.uint8), (width, height),
-                        interpolation=cv2.INTER_LINEAR)
-        picture = composite(bg, sprites[0], pose)
-        state = TinyState(float(pose.x), float(pose.y), float(pose.scale), float(pose.angle),
-                          float(plan.beat_phase), canvas.astype(np.float16))
-        return Keyframe(plan.t, picture, plan.prompt, state)
+        return x[0].clamp(-1, 1).numpy()
 
 
 def _anchor_for(prompt: str, memory: MemoryView) -> torch.Tensor | None:
@@ -290,14 +311,22 @@ class TinySegmentModel:
         # Context keyframes beyond the frames' intervals lend only their poses: no upsampled
         # layers for them (the upsampler is most of Stage 2's model time).
         drawn = sorted(set(a_of.tolist()) | set(b_of.tolist()))
-        backgrounds, sprites = upsample_layers(model, np.stack([keyframes[i].state.canvas
-                                                                for i in drawn]))
-        full_bg = {i: np.clip(cv2.resize(backgrounds[j], (width, height), interpolation=cv2.INTER_CUBIC)
-                              * 255.0, 0, 255).astype(np.float32) for j, i in enumerate(drawn)}
-        layers = {i: premultiply(sprites[j]) for j, i in enumerate(drawn)}
+        # The keyframes of one shot share their canvas (Stage 1 holds it): each distinct
+        # canvas is upsampled once, and between two keyframes that share it nothing fades.
+        canvas_of: dict[bytes, int] = {}
+        owner = {i: canvas_of.setdefault(keyframes[i].state.canvas.tobytes(), len(canvas_of))
+                 for i in drawn}
+        distinct = [next(keyframes[i].state.canvas for i in drawn if owner[i] == j)
+                    for j in range(len(canvas_of))]
+        backgrounds, sprites = upsample_layers(model, np.stack(distinct))
+        full_bg = {i: np.clip(cv2.resize(backgrounds[owner[i]], (width, height),
+                                         interpolation=cv2.INTER_CUBIC) * 255.0, 0, 255
+                              ).astype(np.float32) for i in drawn}
+        layers = {i: premultiply(sprites[owner[i]]) for i in drawn}
         # Ordered dithering for the cross-fade: plain rounding flips every pixel whose two
         # backgrounds differ by one level at the same instant, a whole-frame flicker.
         threshold = bayer_threshold(height, width)
+        held = {i: np.minimum(full_bg[i] + threshold, 255.0).astype(np.uint8) for i in drawn}
 
         phases = [plan.cue_at(k.t).beat_phase for k in keyframes]
 
@@ -342,9 +371,12 @@ class TinySegmentModel:
             base = trajectory_baseline(poses[a], poses[b], u)
             r = residual[i]
             pose = Pose(base[0] + r[0], base[1] + r[1], max(base[2] + r[2], 0.2), base[3] + r[3])
-            mix = full_bg[a] if w == 0.0 else cv2.addWeighted(full_bg[a], 1 - w, full_bg[b], w, 0.0)
-            bg = np.minimum(mix + threshold, 255.0).astype(np.uint8)
-            # Cross-fade the two keyframes' sprites in premultiplied space (mixes linearly).
-            layer = layers[a] if w == 0.0 else cv2.addWeighted(layers[a], 1 - w, layers[b], w, 0.0)
+            if w == 0.0 or owner[a] == owner[b]:
+                bg, layer = held[a], layers[a]  # paste draws on a copy
+            else:
+                mix = cv2.addWeighted(full_bg[a], 1 - w, full_bg[b], w, 0.0)
+                bg = np.minimum(mix + threshold, 255.0).astype(np.uint8)
+                # Cross-fade the two keyframes' sprites in premultiplied space (mixes linearly).
+                layer = cv2.addWeighted(layers[a], 1 - w, layers[b], w, 0.0)
             frames[i] = composite(bg, layer, pose, premultiplied=True)
         return frames
