@@ -61,7 +61,7 @@ def test_job_submit_renders_on_the_cluster(cluster, tmp_path):
     env, address = cluster
     out = tmp_path / "star.mp4"
     lvp = str(Path(sys.executable).with_name("lvp"))
-    for _ in range(12):  # the head's job agent may come up after its dashboard port
+    for _ in range(36):  # the head's job agent may come up well after its dashboard port
         proc = subprocess.run(
             [RAY, "job", "submit", "--address", address, "--", lvp, "render", "--prompt",
              "a blue star orbiting in the ocean", "--duration", "12", "--fps", "10",

@@ -1,0 +1,142 @@
+"""How the engine scales when Stage 2 is a GPU's work: the `gpu-like` backend (bench/gpu_like.py)
+on 1, 2, 4, 8, 16 segment workers, side by side in one run.
+
+    python -m bench.scaling [--workers 1,2,4,8,16] [--seconds 120] [--segment-cost 2.0]
+                            [--size 256x256] [--json FILE] [--smoke]
+
+A Ray head with room for every worker is started here (token auth, explicit CPUs, memory and
+object store; the segment actors sleep, so CPUs are only slots), and each render is a real
+`lvp render --address` subprocess. Printed per worker count: wall and loop seconds, throughput
+(video seconds per loop second), parallel efficiency against one worker, the ideal the segment
+cost allows, Stage 1 and stitcher (blend + encode) seconds per video second -- the serial
+parts that cap the speed-up -- and the raw-frame bytes per video second that cross the object
+store (each frame once from a segment actor to the stitcher: width x height x 3 bytes). Then
+keyframes-first (`--schedule parallel`) against the autoregressive chain at the largest count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def ray_head(cpus: int, env: dict[str, str]):
+    port = _free_port()
+    temp = Path("/tmp") / f"lvp-scale-{secrets.token_hex(3)}"
+    head = subprocess.Popen(
+        [RAY, "start", "--head", "--block", "--port", str(port), "--node-ip-address", "127.0.0.1",
+         "--num-cpus", str(cpus), "--memory", str(4 << 30), "--object-store-memory",
+         str(1 << 30), "--include-dashboard=false", "--temp-dir", str(temp)],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+            if time.monotonic() > deadline or head.poll() is not None:
+                raise RuntimeError("the Ray head did not start")
+            time.sleep(0.5)
+        time.sleep(3)
+        yield f"127.0.0.1:{port}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            head.wait(30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)
+
+
+def render(folder: Path, name: str, address: str, env: dict[str, str], costs: Path,
+           seconds: float, size: str, workers: int, *extra: str) -> dict:
+    out = folder / f"{name}.mp4"
+    cmd = [sys.executable, "-m", "cli", "render", "--model", "gpu-like", "--weights", str(costs),
+           "--prompt", "benchmark texture", "--duration", str(seconds), "--size", size,
+           "--workers", str(workers), "--address", address, "--out", str(out), "--quiet",
+           "--overwrite", *extra]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{name}: {done.stderr.strip()[-600:]}")
+    return json.loads(out.with_suffix(".json").read_text())
+
+
+def figures(report: dict, seconds: float, frame_bytes: int) -> dict:
+    stages = report["stage_seconds"]
+    loop = report["loop_seconds"]
+    return {"wall_s": round(report["wall_seconds"], 2), "loop_s": round(loop, 2),
+            "throughput": round(seconds / loop, 3),
+            "stage1_s_per_video_s": round(stages["keyframe"] / seconds, 4),
+            "stitcher_s_per_video_s": round((stages["blend"] + stages["encode"]) / seconds, 4),
+            "object_store_MB_per_video_s": round(report["fps"] * frame_bytes / 1e6, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", default="1,2,4,8,16")
+    parser.add_argument("--seconds", type=float, default=120.0)
+    parser.add_argument("--segment-cost", type=float, default=2.0,
+                        help="seconds of (GPU) time per 5-s segment")
+    parser.add_argument("--keyframe-cost", type=float, default=0.01)
+    parser.add_argument("--size", default="256x256")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--smoke", action="store_true", help="tiny inputs: checks that it runs")
+    args = parser.parse_args()
+    counts = [int(w) for w in args.workers.split(",")]
+    if args.smoke:
+        counts, args.seconds, args.segment_cost, args.size = [1, 2], 20.0, 0.3, "64x64"
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    env.pop("RAY_ADDRESS", None)
+    results: dict = {"machine": {"cpus": os.cpu_count()}, "seconds": args.seconds,
+                     "segment_cost": args.segment_cost, "size": args.size, "runs": {}}
+    ideal_one = 5.0 / args.segment_cost  # video seconds per second of one worker, Stage 2 only
+    with tempfile.TemporaryDirectory(prefix="lvp-scale-") as tmp, \
+            ray_head(max(counts) + 2, env) as address:
+        folder = Path(tmp)
+        costs = folder / "costs.json"
+        costs.write_text(json.dumps({"segment_seconds": args.segment_cost,
+                                     "keyframe_seconds": args.keyframe_cost}))
+        print("workers | loop s | throughput (video s/s) | efficiency | ideal | Stage 1 s/video s | "
+              "stitcher s/video s | object store MB/video s", flush=True)
+        base = None
+        for n in counts:
+            row = figures(render(folder, f"w{n}", address, env, costs, args.seconds, args.size, n),
+                          args.seconds, width * height * 3)
+            base = base or row["throughput"]
+            row["efficiency"] = round(row["throughput"] / (n * base), 3)
+            row["ideal_throughput"] = round(n * ideal_one, 2)
+            results["runs"][n] = row
+            print(f"{n} | {row['loop_s']} | {row['throughput']} | {row['efficiency']} | "
+                  f"{row['ideal_throughput']} | {row['stage1_s_per_video_s']} | "
+                  f"{row['stitcher_s_per_video_s']} | {row['object_store_MB_per_video_s']}",
+                  flush=True)
+        n = max(counts)
+        chain = figures(render(folder, "chain", address, env, costs, args.seconds, args.size, n,
+                               "--schedule", "chain"), args.seconds, width * height * 3)
+        results["chain"] = {"workers": n, **chain}
+        print(f"keyframes-first vs chain at {n} workers: throughput {results['runs'][n]['throughput']}"
+              f" vs {chain['throughput']} "
+              f"({results['runs'][n]['throughput'] / chain['throughput']:.2f}x)", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
