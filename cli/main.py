@@ -310,6 +310,8 @@ def check_port_free(host: str, port: int) -> None:
     if not 1 <= port <= 65535:
         raise InputError(f"metrics port must be 1-65535, got {port}")
     with socket.socket() as s:
+        # As the metrics server binds: a port whose last scrape left TIME_WAIT connections is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as exc:
