@@ -35,6 +35,9 @@ def cluster(tmp_path):
     head = subprocess.Popen(
         [RAY, "start", "--head", "--block", "--port", str(gcs), "--dashboard-port",
          str(dashboard), "--dashboard-host", "127.0.0.1", "--num-cpus", "3",
+         # The job agent's own HTTP port: Ray's fixed default is taken by any other Ray
+         # on the machine, and then no job can be submitted.
+         "--dashboard-agent-listen-port", str(free_port()),
          "--memory", str(3 << 30), "--object-store-memory", str(400 << 20),
          "--temp-dir", str(temp_dir)],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
