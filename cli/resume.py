@@ -62,10 +62,10 @@ def plan_resume(spec: JobSpec, outputs: OutputConfig, overwrite: bool, resume: b
             raise InputError(f"{printable(spec.workdir)} holds another job (it differs in "
                              f"{', '.join(changed[:4])}); give --overwrite to replace it, or "
                              "another --out / --workdir")
-        held = committed_frames(outputs, whole_gops=False)
+        held = committed_frames(outputs, whole_gops=False)  # reads the outputs once
         if held >= spec.total_frames:
             return ResumePlan(spec.total_frames, resumed=True, complete=True)
-        return ResumePlan(committed_frames(outputs), resumed=True)
+        return ResumePlan(held - held % outputs.gop_frames, resumed=True)
     if resume:
         raise InputError(f"--resume: {printable(spec.workdir)} holds no interrupted job to resume")
     for label, path in _outputs(spec):

@@ -96,12 +96,28 @@ class _Bounded(io.RawIOBase):
 
 def committed_frames(path: Path) -> int:
     """Video frames in the complete fragments of `path` (0 when it has none or is not ours)."""
-    return sum(1 for _ in committed_packets(path, None, 1))
+    return sum(1 for _ in _demuxed(path))
 
 
 def committed_packets(path: Path, limit: int | None, fps: int) -> Iterator[av.Packet]:
     """The first `limit` video packets of the complete fragments (all when None), in decode
     order, as Annex B (SPS/PPS in-band, as our encoder makes them) with frame-index times."""
+    to_annexb = None
+    count = 0
+    for stream, packet in _demuxed(path):
+        to_annexb = to_annexb or av.bitstream.BitStreamFilterContext("h264_mp4toannexb", stream)
+        for out in to_annexb.filter(packet):
+            if limit is not None and count >= limit:
+                return
+            out.pts = round(out.pts * stream.time_base * fps)
+            out.dts = round(out.dts * stream.time_base * fps)
+            out.time_base = Fraction(1, fps)
+            count += 1
+            yield out
+
+
+def _demuxed(path: Path) -> Iterator[tuple[av.VideoStream, av.Packet]]:
+    """The video packets of the complete fragments, as the demuxer gives them."""
     length = complete_length(path) if path.exists() else 0
     if length == 0:
         return
@@ -112,24 +128,12 @@ def committed_packets(path: Path, limit: int | None, fps: int) -> Iterator[av.Pa
         reader.close()
         return
     try:
-        streams = container.streams.video
-        if not streams:
+        if not container.streams.video:
             return
-        stream = streams[0]
-        to_annexb = av.bitstream.BitStreamFilterContext("h264_mp4toannexb", stream)
-        tb = stream.time_base
-        count = 0
+        stream = container.streams.video[0]
         for packet in container.demux(stream):
-            if packet.size == 0:  # the demuxer's end-of-stream marker
-                continue
-            for out in to_annexb.filter(packet):
-                if limit is not None and count >= limit:
-                    return
-                out.pts = round(out.pts * tb * fps)
-                out.dts = round(out.dts * tb * fps)
-                out.time_base = Fraction(1, fps)
-                count += 1
-                yield out
+            if packet.size:  # size 0: the demuxer's end-of-stream marker
+                yield stream, packet
     finally:
         container.close()
         reader.close()
