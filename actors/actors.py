@@ -17,6 +17,7 @@ from engine.stats import SegmentRendered
 from engine.threads import limit_threads
 from engine.timeline import SegmentPlan, Timeline
 from memory.replay import ReplayMemory
+from stitcher.carry import CarryFile
 from stitcher.outputs import OutputConfig, open_sinks
 from stitcher.probe import ProbePlan
 from stitcher.stitch import ResumePoint, Stitcher, StitchStats
@@ -50,6 +51,11 @@ class KeyframeActor:
             keys = dataclasses.replace(keys, restarted=True)
         return keys
 
+    def take_restart(self) -> bool:
+        """Whether this actor restarted and no result has said so yet (and now it has)."""
+        restarted, self.unreported_restart = self.unreported_restart, False
+        return restarted
+
     def mark_segment_done(self, k: int, info: dict) -> None:
         self.memory.mark_segment_done(k, info)
 
@@ -68,6 +74,11 @@ class SegmentActor:
 
     def ready(self) -> None:
         """Returns once the constructor (the model load) is done."""
+
+    def take_restart(self) -> bool:
+        """Whether this actor restarted and no result has said so yet (and now it has)."""
+        restarted, self.unreported_restart = self.unreported_restart, False
+        return restarted
 
     @ray.method(num_returns=2)
     def render(self, plan: SegmentPlan, keys: SegmentKeyframes,
@@ -88,10 +99,11 @@ class StitcherActor:
     """Stage 3: orders, blends and encodes; owns the output files."""
 
     def __init__(self, outputs: OutputConfig, blend: str = "flow", probe: ProbePlan | None = None,
-                 start: ResumePoint | None = None, threads: int = 1) -> None:
+                 start: ResumePoint | None = None, carry: CarryFile | None = None,
+                 threads: int = 1) -> None:
         start = start or ResumePoint()
         self.stitcher = Stitcher(open_sinks(outputs, start.written), blend=blend, probe=probe,
-                                 start=start)
+                                 start=start, carry=carry)
         limit_threads(threads)
 
     def ready(self) -> None:

@@ -19,8 +19,8 @@ from actors.actors import KeyframeActor, SegmentActor, StitcherActor
 from actors.cluster import START_TIMEOUT
 from engine.executor import Executor
 from engine.models.base import BackendConfig
-from engine.resume import first_segment_for
 from engine.timeline import SegmentPlan, Timeline
+from stitcher.carry import CarryFile, resume_point
 from stitcher.outputs import OutputConfig, committed_frames
 from stitcher.probe import ProbePlan
 from stitcher.stitch import ResumePoint
@@ -36,8 +36,10 @@ class RayExecutor(Executor):
 
     def __init__(self, timeline: Timeline, backend: str, config: BackendConfig, workdir: Path,
                  outputs: OutputConfig, blend: str, workers: int, gpus_per_worker: float = 0.0,
-                 probe: ProbePlan | None = None, start: ResumePoint | None = None) -> None:
+                 probe: ProbePlan | None = None, start: ResumePoint | None = None,
+                 carry: CarryFile | None = None) -> None:
         self.timeline = timeline
+        self.carry = carry
         self.gpus = gpus_per_worker
         self.outputs = outputs
         self.blend = blend
@@ -58,15 +60,27 @@ class RayExecutor(Executor):
     def _stitcher(self, start: ResumePoint | None) -> ray.actor.ActorHandle:
         # Not restarted by Ray: a new stitcher must first learn where the outputs are whole.
         return StitcherActor.options(num_cpus=0.5, scheduling_strategy=self.here).remote(
-            self.outputs, self.blend, self.probe, start)
+            self.outputs, self.blend, self.probe, start, self.carry)
 
     def reopen_outputs(self) -> int:
         ray.kill(self.stitcher, no_restart=True)
         written = committed_frames(self.outputs)
-        first = first_segment_for(self.timeline, written)
-        self.stitcher = self._stitcher(ResumePoint(first, self.timeline.frame_start(first), written))
+        start = resume_point(self.timeline, written, self.carry.load() if self.carry else None)
+        self.stitcher = self._stitcher(start)
         ray.get(self.stitcher.ready.remote())
-        return first
+        return start.segment
+
+    def unreported_restarts(self) -> list[str]:
+        parts = [("keyframe", self.keyframer), *(("segment", a) for a in self.segment_actors)]
+        asked = [(part, actor.take_restart.remote()) for part, actor in parts]
+        found = []
+        for part, ref in asked:
+            try:
+                if ray.get(ref, timeout=START_TIMEOUT):
+                    found.append(part)
+            except (ray.exceptions.RayError, TimeoutError):  # gone for good: the job is done
+                pass
+        return found
 
     @property
     def workers(self) -> int:

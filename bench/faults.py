@@ -314,17 +314,6 @@ def scrape(port: int) -> dict[str, float]:
     return found
 
 
-def first_segment_for(starts: list[int], written: int) -> int:
-    """The segment a resume at frame `written` renders first (as engine/resume.py decides:
-    the one holding that frame, and the one before it for its tail)."""
-    holder = 0
-    for k, start in enumerate(starts):
-        if start > written:
-            break
-        holder = k
-    return max(0, holder - 1)
-
-
 @dataclass
 class Cleanup:
     """Waits in a thread for every recorded process of a killed run to end."""
@@ -422,7 +411,6 @@ def part_driver(tmp: Path, duration: float, model: str, workers: int, kills: int
     ref, out = tmp / "driver_ref.mp4", tmp / "driver.mp4"
     clean = render_clean(ref, lvp_command(ref, duration, model, workers, *metrics_args(0)))
     total = clean["report"]["frames"]
-    starts = [s["frame_start"] for s in clean["report"]["segments"]]
     print(f"  fault-free: {clean['wall']:.1f} s, {total} frames", flush=True)
     rng = random.Random(seed)
     targets = sorted(rng.uniform(0.03, 0.97) * total for _ in range(kills))
@@ -432,14 +420,13 @@ def part_driver(tmp: Path, duration: float, model: str, workers: int, kills: int
     start = time.monotonic()
     for i, target in enumerate([*targets, None]):
         run = run_until(lvp_command(out, duration, model, workers), target, resumed_from)
-        m = re.search(r"resuming this job at frame (\d+)", run.stderr)
-        started_at = int(m.group(1)) if m else 0
+        m = re.search(r"resuming this job at frame (\d+).*rendering from segment (\d+)", run.stderr)
+        started_at, again = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
         if "nothing to do" in run.stderr:  # the killed run had written every frame
             started_at = total
         if i > 0:  # this run resumed the previous kill: how much of it was done again
             prev = rows[-1]
             prev["next_resumed_from"] = started_at
-            again = first_segment_for(starts, started_at)
             prev["rerendered_segments"] = 0 if started_at >= total else \
                 max(0, prev["segments_started_end"] - again)
             prev["rewritten_frames"] = max(0, prev["frames_at_kill"] - started_at)
@@ -449,7 +436,7 @@ def part_driver(tmp: Path, duration: float, model: str, workers: int, kills: int
                                  f"{run.stderr.strip()[-800:]}")
             break
         cleanups.append(Cleanup(list(run.seen.values())))
-        first = first_segment_for(starts, started_at) if started_at else 0
+        first = again
         written_segments = int(run.last.get("lvp_segments_total", 0))
         in_flight = int(run.last.get("lvp_segments_in_flight", 0))
         rows.append({

@@ -45,7 +45,9 @@ class Sample:
     processes: int
     rss: int  # bytes, summed over the lvp process and its descendants
     pss: int  # proportional: shared pages (Ray's object store) counted once in all
-    by_name: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (rss, pss)
+    uss: int = 0  # private pages only: what a process would give back if it ended
+    # name -> (rss, pss, uss)
+    by_name: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -80,17 +82,17 @@ class Sampler:
                 procs = self._tree()
             except psutil.NoSuchProcess:
                 return
-            rss = pss = 0
-            by_name: dict[str, tuple[int, int]] = {}
+            rss = pss = uss = 0
+            by_name: dict[str, tuple[int, int, int]] = {}
             for proc in procs:
                 with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
                     mem = proc.memory_full_info()  # reads smaps: a few ms per process
-                    rss, pss = rss + mem.rss, pss + mem.pss
+                    rss, pss, uss = rss + mem.rss, pss + mem.pss, uss + mem.uss
                     name = process_name(proc)
-                    old = by_name.get(name, (0, 0))
-                    by_name[name] = (old[0] + mem.rss, old[1] + mem.pss)
+                    old = by_name.get(name, (0, 0, 0))
+                    by_name[name] = (old[0] + mem.rss, old[1] + mem.pss, old[2] + mem.uss)
             self.samples.append(Sample(time.monotonic() - self._start, len(procs), rss, pss,
-                                       by_name))
+                                       uss, by_name))
             if n % self.sockets_every == 0:
                 self._sockets(procs)
             n += 1
@@ -176,7 +178,7 @@ def growth(samples: list[Sample], warmup_end: float, window: float) -> dict[str,
     after = steady(samples, warmup_end)
     head, tail = windows(after, window)
     out: dict[str, float] = {}
-    for key in ("rss", "pss"):
+    for key in ("rss", "pss", "uss"):
         first = statistics.median(getattr(s, key) for s in head)
         last = statistics.median(getattr(s, key) for s in tail)
         ts = [s.t for s in after]
@@ -204,22 +206,22 @@ def quarters(samples: list[Sample], warmup_end: float, window: float) -> dict[st
             near = [s for s in after if abs(s.t - t) <= window / 2] or \
                 [min(after, key=lambda s, t=t: abs(s.t - t))]
             row.append(statistics.median(s.rss if name == "all" else
-                                         s.by_name.get(name, (0, 0))[0] for s in near) / MB)
+                                         s.by_name.get(name, (0, 0, 0))[0] for s in near) / MB)
         out[name] = row
     return out
 
 
 def growth_by_process(samples: list[Sample], warmup_end: float,
-                      window: float) -> dict[str, tuple[float, float]]:
-    """Per process name (actors of one class summed): (RSS, PSS) growth in MB, as above."""
+                      window: float) -> dict[str, tuple[float, float, float]]:
+    """Per process name (actors of one class summed): (RSS, PSS, USS) growth in MB, as above."""
     head, tail = windows(steady(samples, warmup_end), window)
     names = set().union(*(s.by_name for s in head + tail))
 
     def median(part: list[Sample], name: str, i: int) -> float:
-        return statistics.median(s.by_name.get(name, (0, 0))[i] for s in part)
+        return statistics.median(s.by_name.get(name, (0, 0, 0))[i] for s in part)
 
-    return {name: ((median(tail, name, 0) - median(head, name, 0)) / MB,
-                   (median(tail, name, 1) - median(head, name, 1)) / MB) for name in sorted(names)}
+    return {name: tuple((median(tail, name, i) - median(head, name, i)) / MB for i in range(3))
+            for name in sorted(names)}
 
 
 def soak(duration: str, model: str, interval: float, warmup: float | None,
@@ -281,14 +283,15 @@ def print_results(r: dict) -> None:
     print(f"  warm-up: first {r['warmup_seconds']:.0f} s; medians over {r['window_seconds']:.0f} s windows")
     print("  | sum over processes | after warm-up MB | at the end MB | growth MB | peak over start MB "
           "| slope MB/h |")
-    for key in ("rss", "pss"):
+    for key in ("rss", "pss", "uss"):
         print(f"  | {key.upper()} | {m[f'{key}_start_mb']:.0f} | {m[f'{key}_end_mb']:.0f} | "
               f"{m[f'{key}_growth_mb']:+.1f} | {m[f'{key}_peak_over_start_mb']:+.1f} | "
               f"{m[f'{key}_slope_mb_per_hour']:+.1f} |")
     print(f"  growth under {GROWTH_TARGET_MB:.0f} MB: {ok}")
     top = sorted(r["growth_by_process_mb"].items(), key=lambda kv: -abs(kv[1][1]))[:6]
-    print("  growth by process (RSS / PSS MB): "
-          + ", ".join(f"{name} {rss:+.1f} / {pss:+.1f}" for name, (rss, pss) in top))
+    print("  growth by process (RSS / PSS / USS MB): "
+          + ", ".join(f"{name} {rss:+.1f} / {pss:+.1f} / {uss:+.1f}"
+                      for name, (rss, pss, uss) in top))
     print("  | RSS MB, after warm-up: | start | 1/4 | 1/2 | 3/4 | end |")
     for name, row in r["rss_quarters_mb"].items():
         print(f"  | {name} | " + " | ".join(f"{x:.0f}" for x in row) + " |")

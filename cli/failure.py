@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import traceback
@@ -42,5 +43,8 @@ def log_failure(workdir: Path, exc: BaseException) -> Path | None:
             log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} render failed\n")
             log.write(_ANSI.sub("", "".join(traceback.format_exception(exc))))
     except OSError:
+        with contextlib.suppress(OSError):
+            if path.stat().st_size == 0:
+                path.unlink()
         return None
     return path

@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import signal
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,6 @@ from cli.failure import one_line
 from engine.executor import Executor, LocalExecutor
 from engine.loop import LoopConfig, run_loop
 from engine.models.base import BackendConfig, create_backend
-from engine.resume import first_segment_for
 from engine.spec import JobSpec, default_report
 from engine.stages import KeyframeStage, SegmentStage
 from engine.stats import JobClock, RunTotals, StatLogger, StatLoggers
@@ -25,6 +25,7 @@ from engine.threads import limit_threads
 from engine.timeline import BeatTrack, Timeline
 from memory.replay import STORE_NAME, ReplayMemory
 from stitcher.audio_track import AudioInput
+from stitcher.carry import CarryFile, resume_point
 from stitcher.outputs import OutputConfig, open_sinks
 from stitcher.probe import ProbePlan
 from stitcher.stitch import ResumePoint, Stitcher
@@ -47,6 +48,12 @@ def output_config(spec: JobSpec) -> OutputConfig:
                         hls_live=spec.hls_live)  # lvp stream: paced sliding window
 
 
+def carry_file(spec: JobSpec, outputs: OutputConfig) -> CarryFile | None:
+    """Where the stitcher keeps what a resume needs beyond the outputs' whole GOPs (a live
+    stream never resumes: it keeps none)."""
+    return CarryFile(spec.workdir, outputs.gop_frames) if outputs.hls_live is None else None
+
+
 def probe_plan(spec: JobSpec) -> ProbePlan:
     """Where the stitcher measures the run's temporal quality: keyframes and boundaries."""
     return ProbePlan(fps=spec.fps, segment_frames=spec.segment_seconds * spec.fps,
@@ -67,7 +74,7 @@ def prepare_workdir(workdir: Path, resumed: bool) -> None:
     store = workdir / STORE_NAME
     for name in ("data.mdb", "lock.mdb"):
         (store / name).unlink(missing_ok=True)
-    workdir.mkdir(parents=True, exist_ok=True)
+    CarryFile(workdir, 1).discard()
 
 
 def local_executor(timeline: Timeline, spec: JobSpec, blend: str,
@@ -79,8 +86,9 @@ def local_executor(timeline: Timeline, spec: JobSpec, blend: str,
     try:
         keyframes = KeyframeStage(timeline, backend, memory)
         segments = SegmentStage(backend)
-        stitcher = Stitcher(open_sinks(output_config(spec), start.written), blend=blend,
-                            probe=probe_plan(spec), start=start)
+        outputs = output_config(spec)
+        stitcher = Stitcher(open_sinks(outputs, start.written), blend=blend,
+                            probe=probe_plan(spec), start=start, carry=carry_file(spec, outputs))
         limit_threads(backend.config.threads)  # as in the actors: the same frames
     except BaseException:
         memory.close()
@@ -113,8 +121,12 @@ def run_job(
     clock = clock or JobClock()
     resume = resume or ResumePlan(0, resumed=False)
     timeline = Timeline(spec, beats)
-    first = first_segment_for(timeline, resume.written)
-    start = ResumePoint(first, timeline.frame_start(first), resume.written)
+    outputs = output_config(spec)
+    carry = carry_file(spec, outputs)
+    start = resume_point(timeline, resume.written, carry.load() if carry and resume.resumed else None)
+    if resume.resumed:
+        print(f"lvp: resuming this job at frame {resume.written} ({resume.written / spec.fps:.1f} s) "
+              f"of {spec.total_frames}, rendering from segment {start.segment}", file=sys.stderr)
     totals = RunTotals(spec.fps, start_frame=resume.written)
     stats = StatLoggers([totals, *loggers])
     cfg = LoopConfig(in_flight=in_flight or 2 * spec.workers, chain=schedule == "chain")
@@ -129,13 +141,13 @@ def run_job(
 
             started_ray = connect(spec, address, cfg.in_flight)
             runner = RayExecutor(timeline, spec.model, backend_config(spec), spec.workdir,
-                                 output_config(spec), blend, spec.workers, spec.gpus_per_worker,
-                                 probe_plan(spec), start)
+                                 outputs, blend, spec.workers, spec.gpus_per_worker,
+                                 probe_plan(spec), start, carry)
         else:
             runner = local_executor(timeline, spec, blend, start)
         runner.start(spec.summary())
         stats.ready(clock.now())
-        run_loop(timeline, runner, cfg, stats, clock, first_segment=first)
+        run_loop(timeline, runner, cfg, stats, clock, first_segment=start.segment)
     except BaseException as exc:  # also Ctrl-C: finish the files before leaving
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         error = one_line(exc)
@@ -204,6 +216,7 @@ def build_report(spec: JobSpec, timeline: Timeline, totals: RunTotals, wall: flo
         "expected_frames": spec.total_frames,
         "resumed_from_frame": totals.start_frame,
         "frames_this_run": totals.frames,
+        "segments_rendered": totals.segments_rendered,
         "restarts": totals.restarts,
         "fps": spec.fps,
         "size": [spec.width, spec.height],
@@ -230,6 +243,21 @@ def build_report(spec: JobSpec, timeline: Timeline, totals: RunTotals, wall: flo
                      "torch": version("torch")},
         "host": {"cpus": os.cpu_count(), "platform": platform.platform()},
     }
+
+
+def report_complete(spec: JobSpec, beats: BeatTrack, clock: JobClock) -> bool:
+    """The outputs already hold the whole job. The report of the run that finished it is kept;
+    if there is none (that run was killed after its last fragment, before its report), one is
+    written now. False if it could not be written."""
+    try:
+        previous = json.loads(report_path(spec).read_text())
+        if previous.get("status") == "ok" and previous.get("frames") == spec.total_frames:
+            return True
+    except (OSError, ValueError):
+        pass
+    totals = RunTotals(spec.fps, start_frame=spec.total_frames)
+    report = build_report(spec, Timeline(spec, beats), totals, clock.now(), "ok", None)
+    return write_report(spec, report)
 
 
 def report_path(spec: JobSpec) -> Path:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from cli.job import ResumePlan
     from engine.spec import JobSpec
     from engine.stats import JobClock
+    from engine.timeline import BeatTrack
 
 EXECUTORS = ("ray", "local")  # cli.job.EXECUTORS, kept here so --help imports no engine code
 
@@ -354,13 +355,13 @@ def cmd_render(args: argparse.Namespace) -> int:
         for warning in spec.warnings:
             print(f"lvp: warning: {printable(warning)}", file=sys.stderr)
         if plan.complete:
+            from cli.job import report_complete
+
+            report_complete(spec, job_beats(spec), clock)
             print(f"lvp: {printable(spec.out or spec.hls)} already holds this job's "
-                  f"{spec.total_frames} frames; nothing to do (--overwrite renders it again)",
-                  file=sys.stderr)
+                  f"{spec.total_frames} frames; nothing to do (--overwrite renders it again; "
+                  f"{report_note(spec, clock)})", file=sys.stderr)
             return 0
-        if plan.resumed:
-            print(f"lvp: resuming this job at frame {plan.written} "
-                  f"({plan.written / spec.fps:.1f} s) of {spec.total_frames}", file=sys.stderr)
         return _render(args, spec, clock, plan)
     finally:
         lock.release()
@@ -379,21 +380,25 @@ def report_note(spec: JobSpec, clock: JobClock) -> str:
     return f"report: {path}" if written else f"the run report could not be written to {path}"
 
 
+def job_beats(spec: JobSpec) -> BeatTrack:
+    from engine.audio_input import beat_envelope
+    from engine.timeline import BeatTrack
+
+    if spec.audio:
+        envelope = beat_envelope(spec.audio, spec.fps, spec.total_frames, mode=spec.audio_mode)
+        return BeatTrack.from_envelope(envelope, spec.fps)
+    return BeatTrack.without_audio(spec.schedule, spec.total_frames, spec.fps)
+
+
 def _render(args: argparse.Namespace, spec: JobSpec, clock: JobClock, plan: ResumePlan) -> int:
     """Validation is done; from here on, real work."""
     from cli.failure import log_failure, one_line
     from cli.job import run_job
     from cli.metrics import PrometheusLogger
     from cli.progress import ProgressBar
-    from engine.audio_input import beat_envelope
     from engine.schedule import printable
-    from engine.timeline import BeatTrack
 
-    if spec.audio:
-        envelope = beat_envelope(spec.audio, spec.fps, spec.total_frames, mode=spec.audio_mode)
-        beats = BeatTrack.from_envelope(envelope, spec.fps)
-    else:
-        beats = BeatTrack.without_audio(spec.schedule, spec.total_frames, spec.fps)
+    beats = job_beats(spec)
     metrics = PrometheusLogger(spec.fps)
     if args.metrics_port is not None:
         metrics.serve(args.metrics_port, args.metrics_host)

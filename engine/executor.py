@@ -53,6 +53,11 @@ class Executor(ABC):
         """Open the outputs again where they are whole; returns the segment to go on from."""
         raise NotImplementedError(f"{type(self).__name__} cannot reopen its outputs")
 
+    def unreported_restarts(self) -> list[str]:
+        """Parts ("segment", "keyframe") whose worker died and was started again without a
+        result since to say so (it died idle). Asked once the last segment is written."""
+        return []
+
     @property
     @abstractmethod
     def workers(self) -> int:

@@ -36,6 +36,8 @@ def run_loop(timeline: Timeline, executor: Executor, cfg: LoopConfig, stats: Sta
     while True:
         try:
             _run_from(first_segment, timeline, executor, cfg, stats, clock)
+            for part in executor.unreported_restarts():
+                stats.restarted(part, f"a {part} worker died while idle and was started again")
             return
         except executor.output_failures as exc:
             if restarts >= cfg.output_restarts:

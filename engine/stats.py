@@ -143,6 +143,7 @@ class RunTotals(StatLogger):
         self.output_frames = start_frame  # frames the outputs hold now
         self.restarts: list[dict[str, str]] = []
         self.keyframes = 0
+        self.segments_rendered = 0  # Stage 2 results this run (a resume renders some again)
         self.segments_done: list[int] = []
         self.stage_seconds = StageSeconds()
         self.startup_seconds: float | None = None
@@ -159,6 +160,7 @@ class RunTotals(StatLogger):
         self.stage_seconds.keyframe += stats.keyframe_seconds
         self.stage_seconds.render += stats.render_seconds
         self.keyframes += stats.keyframes_made
+        self.segments_rendered += 1
 
     @property
     def frames(self) -> int:

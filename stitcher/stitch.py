@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -26,15 +27,34 @@ class StitchStats:
     steps: StepTotals = StepTotals()  # the run's frame steps so far (keyframes vs elsewhere)
 
 
+def _no_frames() -> np.ndarray:
+    return np.empty((0,), dtype=np.uint8)
+
+
 @dataclass(frozen=True)
 class ResumePoint:
     """Where a stitcher starts: at segment `segment` (global frame `frame_start`), with the
-    outputs already holding frames [0, written). The segment before the first one to write
-    is given again only for its tail, which the next segment's head is blended with."""
+    outputs already holding frames [0, written).
+
+    Without a carry (stitcher.carry) the segment before the first one to write is given again
+    only for its tail, which the next segment's head is blended with. With one, `carried` are
+    the output frames [written, frame_start), written first, and `held` that tail."""
 
     segment: int = 0
     frame_start: int = 0
     written: int = 0
+    carried: np.ndarray = field(default_factory=_no_frames, repr=False)
+    held: np.ndarray = field(default_factory=_no_frames, repr=False)
+
+
+class CarryStore(Protocol):
+    """Keeps what a resume needs beyond the outputs' whole GOPs (stitcher.carry.CarryFile)."""
+
+    def keep_from(self, frames_out: int) -> int: ...
+
+    def save(self, segment: int, frame_start: int, frames: np.ndarray, held: np.ndarray) -> None: ...
+
+    def discard(self) -> None: ...
 
 
 @dataclass
@@ -53,7 +73,8 @@ class Stitcher:
     """
 
     def __init__(self, sinks: Sequence[Sink], blend: str = "flow",
-                 probe: ProbePlan | None = None, start: ResumePoint | None = None) -> None:
+                 probe: ProbePlan | None = None, start: ResumePoint | None = None,
+                 carry: CarryStore | None = None) -> None:
         self.sinks = list(sinks)
         self.blend = BLENDS[blend]
         start = start or ResumePoint()
@@ -62,7 +83,15 @@ class Stitcher:
         self.next_index = start.segment
         self.next_frame = start.frame_start
         self.written_before = start.written  # frames the outputs already hold
-        self.held = np.empty((0,), dtype=np.uint8)  # tail of the last emitted segment
+        self.held = start.held  # tail of the last emitted segment
+        self.carry = carry
+        self.recent = start.carried  # the last output frames, up to next_frame: the carry
+        if len(start.carried):
+            if start.written + len(start.carried) != start.frame_start:
+                raise ValueError("carried frames do not end where the resume starts")
+            self._write(start.carried)
+            if self.probe is not None:
+                self.probe.observe(start.written, start.carried)
 
     def add(self, index: int, frame_start: int, frames: np.ndarray, shared_tail: int) -> StitchStats:
         if index < self.next_index or index in self.pending:
@@ -100,6 +129,8 @@ class Stitcher:
             self.held = seg.frames[body_stop:]
             self.next_frame += len(out)
             written += len(new)
+            if self.carry is not None:
+                self._keep(out, last=seg.shared_tail == 0)
             emitted.append(self.next_index)
             self.next_index += 1
         steps = self.probe.totals if self.probe is not None else StepTotals()
@@ -110,6 +141,21 @@ class Stitcher:
     def frames_out(self) -> int:
         """Frames the outputs hold (also those a resumed run found there)."""
         return max(self.next_frame, self.written_before)
+
+    def _keep(self, out: np.ndarray, last: bool) -> None:
+        """Store the carry once `out`, the frames of segment `next_index`, went to the sinks."""
+        assert self.carry is not None
+        if last:  # the video is complete: nothing left to resume
+            self.carry.discard()
+            return
+        keep_from = self.carry.keep_from(self.frames_out)
+        out_start = self.next_frame - len(out)
+        recent = out if keep_from >= out_start or not len(self.recent) else \
+            np.concatenate([self.recent, out])
+        start = self.next_frame - len(recent)
+        keep_from = max(keep_from, start)  # a resumed run has nothing from before it
+        self.recent = recent[keep_from - start:]
+        self.carry.save(self.next_index, keep_from, self.recent, self.held)
 
     def _write(self, frames: np.ndarray) -> None:
         if len(frames):

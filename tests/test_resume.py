@@ -8,10 +8,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -19,6 +21,7 @@ import numpy as np
 import psutil
 import pytest
 
+from memory.replay import ReplayMemory
 from stitcher.audio_track import AudioInput
 from stitcher.resume import committed_frames, complete_length, resume_backup
 from stitcher.sinks import FragmentedMP4Sink
@@ -133,6 +136,74 @@ def test_a_killed_render_resumes_to_the_same_video(tmp_path):
     # Once whole, the same command has nothing left to do.
     done = run(job(out, 40, "--executor", "local"), tmp_path)
     assert done.returncode == 0 and "nothing to do" in done.stderr
+    # A run killed after its last fragment but before its report: the rerun writes one.
+    out.with_suffix(".json").unlink()
+    done = run(job(out, 40, "--executor", "local"), tmp_path)
+    assert done.returncode == 0 and "nothing to do" in done.stderr
+    assert report(out)["status"] == "ok" and report(out)["frames"] == 400
+    assert report(out)["frames_this_run"] == 0
+
+
+def written_segments(workdir: Path) -> int:
+    """Segments the ledger records as written (it may lag the outputs, never lead them)."""
+    with ReplayMemory(workdir, readonly=True) as store:
+        done = store.finished_segments()
+    return max(done, default=-1) + 1
+
+
+@pytest.mark.subprocess
+def test_a_resume_renders_again_only_what_was_in_flight(tmp_path):
+    ref, out = tmp_path / "ref.mp4", tmp_path / "out.mp4"
+    assert run(job(ref, 40, "--executor", "local"), tmp_path).returncode == 0
+    size = len(ref.read_bytes())
+    for fraction in (0.3, 0.55, 0.8):
+        proc = subprocess.Popen(job(out, 40, "--executor", "local"), cwd=tmp_path,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        kill_when(proc, out, size=int(size * fraction))
+        written = written_segments(tmp_path / "out.lvp")
+        again = subprocess.Popen(job(out, 40, "--executor", "local"), cwd=tmp_path,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        line = again.stderr.readline()
+        first = int(re.search(r"rendering from segment (\d+)", line).group(1))
+        # Every segment the ledger has seen written is carried over: none is made again
+        # (without the carry, the one holding the resume frame and the one before it were).
+        assert first >= written > 0, line
+        again.kill()
+        again.wait()
+    final = run(job(out, 40, "--executor", "local"), tmp_path)
+    assert final.returncode == 0, final.stderr
+    assert out.read_bytes() == ref.read_bytes()
+    assert report(out)["segments_rendered"] < 8
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Iterator[Path]:
+    """A 600 KB tmpfs: a real full disk (ENOSPC), which a test can then make bigger."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(folder)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.mark.subprocess
+def test_a_full_disk_is_one_line_and_the_job_resumes_once_there_is_room(tmp_path, small_disk):
+    ref, out = tmp_path / "ref.mp4", small_disk / "out.mp4"
+    assert run(job(ref, 40, "--executor", "local"), tmp_path).returncode == 0
+    full = run(job(out, 40, "--executor", "local"), small_disk)
+    assert full.returncode == 1
+    assert full.stderr.count("\n") == 1 and "No space left on device" in full.stderr
+    assert "Traceback" not in full.stderr
+    assert not [p for p in small_disk.rglob("*") if p.name.endswith(".tmp")]
+    subprocess.run(["mount", "-o", "remount,size=8m", str(small_disk)], check=True)
+    again = run(job(out, 40, "--executor", "local"), small_disk)
+    assert again.returncode == 0, again.stderr
+    assert out.read_bytes() == ref.read_bytes()
 
 
 @pytest.mark.subprocess

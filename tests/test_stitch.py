@@ -126,3 +126,56 @@ def test_blend_endpoints_lean_toward_each_side(rng):
         assert err_a[0] < err_a[-1]  # starts close to a, ends close to b
     cut = hard_cut(a, b)
     assert np.array_equal(cut[:3], a[:3]) and np.array_equal(cut[3:], b[3:])
+
+
+def test_a_resume_from_the_carry_continues_the_same_frames_from_any_committed_point(tmp_path):
+    """After each segment the carry holds what the outputs may not hold whole; resuming from
+    it at any GOP-aligned point it reaches writes the uninterrupted frames, starting with the
+    segment after the carried one (the one that was in flight)."""
+    from stitcher.carry import CarryFile, resume_point
+
+    spec = make_spec(tmp_path, duration=16, prompt="a blue square drifting right at sunset")
+    timeline = make_timeline(spec)
+    segments = _render_segments(timeline)
+    whole = _stitch(segments, range(len(segments)))
+    gop = spec.fps
+    carry = CarryFile(tmp_path, gop)
+    stitcher = Stitcher([ListSink()], carry=carry)
+    resumed_from = set()
+    for k in range(len(segments) - 1):
+        stitcher.add(*segments[k])
+        saved = carry.load()
+        assert saved is not None and saved.segment == k
+        assert saved.stop == timeline.frame_start(k + 1)
+        assert saved.frame_start == carry.keep_from(saved.stop)
+        reach = timeline.frame_start(k + 2) if k + 2 < timeline.num_segments else spec.total_frames
+        for written in range(saved.frame_start + gop - saved.frame_start % gop, reach, gop):
+            start = resume_point(timeline, written, saved)
+            assert start.segment == k + 1
+            sink = ListSink()
+            Stitcher([sink], start=start).add(*segments[k + 1])
+            got = sink.frames
+            assert np.array_equal(got, whole[written:written + len(got)]), (k, written)
+            assert len(got) == min(reach, spec.total_frames) - written
+            resumed_from.add(written)
+    assert len(resumed_from) > 5
+    stitcher.add(*segments[-1])
+    assert carry.load() is None  # the video is complete: nothing to carry
+
+
+def test_a_carry_that_does_not_reach_the_outputs_is_not_used(tmp_path):
+    from stitcher.carry import Carry, resume_point
+
+    spec = make_spec(tmp_path, duration=16, prompt="a blue square drifting right at sunset")
+    timeline = make_timeline(spec)
+    frame = np.zeros((1, spec.height, spec.width, 3), np.uint8)
+    stop = timeline.frame_start(2)
+    held = np.repeat(frame, timeline.shared_tail(1), axis=0)
+    carry = Carry(1, stop - 10, np.repeat(frame, 10, axis=0), held)
+    assert resume_point(timeline, stop - 5, carry).segment == 2
+    # Outputs behind the carry's first frame, or beyond what the next segment writes.
+    for written in (stop - 20, timeline.frame_start(3) + 5):
+        point = resume_point(timeline, written, carry)
+        assert len(point.held) == 0 and len(point.carried) == 0  # rendered again instead
+    wrong_size = Carry(1, stop - 10, np.zeros((10, 8, 8, 3), np.uint8), held)
+    assert len(resume_point(timeline, stop - 5, wrong_size).held) == 0

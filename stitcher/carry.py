@@ -1,0 +1,113 @@
+"""The stitcher's carry: the frames a resumed render needs that the outputs may not hold whole.
+
+Outputs commit whole GOPs, so after a stop the frames of the last GOP that was being written
+are lost, and so is the raw tail of the last segment written (its second half is blended into
+the next segment's head). Without them a resume renders that segment again, and the one before
+it for its tail. After every segment it writes, the stitcher stores those frames in the work
+folder (one file, replaced atomically), so a resume renders only the segments that were in
+flight: at most the GOPs that can be uncommitted (two) plus the overlap, raw (some 15 MB at
+256x256). Frames bigger than `MAX_CARRY_BYTES` are not carried; the resume then renders the
+two segments again, as it would without a carry.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.resume import first_segment_for
+from engine.timeline import Timeline
+from stitcher.stitch import ResumePoint
+
+CARRY_NAME = "stitch-carry.npz"
+MAX_CARRY_BYTES = 128 * 2**20
+CARRY_GOPS = 2  # a GOP's fragment is written when the next GOP's first packet is muxed
+
+
+@dataclass(frozen=True)
+class Carry:
+    segment: int  # the last segment written
+    frame_start: int  # global index of frames[0]
+    frames: np.ndarray  # output frames [frame_start, stop), blended and final
+    held: np.ndarray  # the segment's raw tail, blended into the next segment's head
+
+    @property
+    def stop(self) -> int:
+        """The first frame not in `frames`: the next segment's first frame."""
+        return self.frame_start + len(self.frames)
+
+
+class CarryFile:
+    """The carry of one work folder. Written by the stitcher, read before a resume."""
+
+    def __init__(self, workdir: Path, gop_frames: int) -> None:
+        self.path = Path(workdir) / CARRY_NAME
+        self.gop_frames = gop_frames
+
+    def keep_from(self, frames_out: int) -> int:
+        """The first frame the outputs may not hold whole once `frames_out` frames went in."""
+        whole = frames_out - frames_out % self.gop_frames
+        return max(0, whole - (CARRY_GOPS - 1) * self.gop_frames)
+
+    def save(self, segment: int, frame_start: int, frames: np.ndarray, held: np.ndarray) -> None:
+        """Replace the carry: segment `segment` was written, `frames` are the output frames
+        from `frame_start` on, `held` its tail."""
+        if frames.nbytes + held.nbytes > MAX_CARRY_BYTES:
+            self.discard()  # an older carry no longer matches the outputs
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            with open(tmp, "wb") as file:
+                np.savez(file, segment=np.int64(segment), frame_start=np.int64(frame_start),
+                         frames=frames, held=held)
+            os.replace(tmp, self.path)
+        except OSError:  # a full disk: the outputs fail next; leave no temp file behind
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def load(self) -> Carry | None:
+        """The stored carry; None when there is none or it cannot be read (a torn write
+        after a machine crash: the resume then renders those segments again)."""
+        try:
+            with np.load(self.path, allow_pickle=False) as data:
+                return Carry(int(data["segment"]), int(data["frame_start"]), data["frames"],
+                             data["held"])
+        except (OSError, ValueError, KeyError, EOFError):
+            return None
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.path.with_name(self.path.name + ".tmp").unlink(missing_ok=True)
+
+
+def resume_point(timeline: Timeline, written: int, carry: Carry | None) -> ResumePoint:
+    """Where the stitcher starts when the outputs hold frames [0, written) whole.
+
+    With a carry that reaches `written`, the segment after the carried one comes first: it
+    was in flight (being written, or waiting for its turn), and every frame before it is in the
+    outputs or the carry. Otherwise the segment holding `written` and the one before it (for
+    its tail) are rendered again."""
+    if written == 0:
+        return ResumePoint()
+    if carry is not None and _fits(timeline, written, carry):
+        return ResumePoint(carry.segment + 1, carry.stop, written,
+                           carried=carry.frames[min(written, carry.stop) - carry.frame_start:],
+                           held=carry.held)
+    first = first_segment_for(timeline, written)
+    return ResumePoint(first, timeline.frame_start(first), written)
+
+
+def _fits(timeline: Timeline, written: int, carry: Carry) -> bool:
+    k = carry.segment
+    if not 0 <= k < timeline.num_segments - 1:
+        return False
+    # The frames segment k+1 writes: up to where segment k+2 takes over.
+    reach = timeline.frame_start(k + 2) if k + 2 < timeline.num_segments \
+        else timeline.spec.total_frames
+    frame_shape = (timeline.spec.height, timeline.spec.width, 3)
+    return (carry.frame_start <= written <= reach and carry.stop == timeline.frame_start(k + 1)
+            and len(carry.held) == timeline.shared_tail(k)
+            and carry.frames.shape[1:] == frame_shape and carry.held.shape[1:] == frame_shape)
