@@ -185,6 +185,8 @@ class Backend(ABC):
 BACKENDS: dict[str, str] = {
     "procedural": "engine.models.procedural:ProceduralBackend",
     "tiny": "engine.models.tiny:TinyBackend",
+    # LTX-Video through diffusers, for GPUs (`pip install 'lvp[diffusers]'`, weights folder).
+    "ltx-video": "engine.models.ltx:LtxBackend",
 }
 # The bundled learned model; `procedural` is the world itself (the oracle the model is
 # trained on and evaluated against).
