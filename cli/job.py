@@ -208,7 +208,12 @@ def build_report(spec: JobSpec, timeline: Timeline, totals: RunTotals, wall: flo
 
     from engine import __version__
 
-    segments = [timeline.segment(k) for k in range(timeline.num_segments)]
+    # A live stream's timeline runs on for a day: list what it made, not what it might have.
+    count = timeline.num_segments if spec.live is None else max(totals.segments_done, default=-1) + 1
+    segments = [(k, timeline.frame_start(k), timeline.frame_stop(k), *timeline.span(k))
+                for k in range(count)]
+    keyframe_times = list(timeline.track) if spec.live is None else \
+        [t for t in timeline.track if t <= (segments[-1][4] if segments else 0.0)]
     return {
         "status": status,
         "error": error,
@@ -230,9 +235,9 @@ def build_report(spec: JobSpec, timeline: Timeline, totals: RunTotals, wall: flo
                     "workdir": str(spec.workdir)},
         "prompts": [{"start": s, "text": t} for s, t in
                     zip(spec.schedule.starts, spec.schedule.texts, strict=True)],
-        "segments": [{"index": p.index, "frame_start": p.frame_start, "frame_stop": p.frame_stop,
-                      "t0": p.t0, "t1": p.t1} for p in segments],
-        "keyframe_times": list(timeline.track),
+        "segments": [{"index": k, "frame_start": start, "frame_stop": stop, "t0": t0, "t1": t1}
+                     for k, start, stop, t0, t1 in segments],
+        "keyframe_times": keyframe_times,
         "keyframes_made": totals.keyframes,
         "stage_seconds": vars(totals.stage_seconds),
         "temporal": totals.temporal(),

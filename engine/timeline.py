@@ -195,7 +195,7 @@ class Timeline:
         """Frames at the end of segment k that segment k+1 also renders (0 for the last)."""
         if k + 1 >= self.num_segments:
             return 0
-        return self.segment(k).frame_stop - self.segment(k + 1).frame_start
+        return self.frame_stop(k) - self.frame_start(k + 1)
 
     def keyframe_plan(self, index: int, t: float, reference: np.ndarray | None = None) -> KeyframePlan:
         spec = self.spec
@@ -251,17 +251,23 @@ class Timeline:
         """Segment k's first frame (the overlap before its own span included)."""
         return max(0, k * self.frames_per_segment - self.spec.overlap // 2)
 
+    def frame_stop(self, k: int) -> int:
+        """One past segment k's last frame (the overlap after its own span included)."""
+        spec = self.spec
+        if k == self.num_segments - 1:
+            return spec.total_frames
+        return min(spec.total_frames, (k + 1) * self.frames_per_segment + spec.overlap - spec.overlap // 2)
+
+    def span(self, k: int) -> tuple[float, float]:
+        """Segment k's own time [t0, t1] in seconds (no side effects: a live job's report)."""
+        return self._span(k)
+
     def segment(self, k: int) -> SegmentPlan:
         spec = self.spec
         if spec.live is not None and spec.live.writer:
             self._steer(k)
             spec.live.planned = max(spec.live.planned, k)
-        n = self.frames_per_segment
-        half = spec.overlap // 2
-        start = self.frame_start(k)
-        stop = min(spec.total_frames, (k + 1) * n + spec.overlap - half)
-        if k == self.num_segments - 1:
-            stop = spec.total_frames
+        start, stop = self.frame_start(k), self.frame_stop(k)
         t0, t1 = self._span(k)
         first, last = self.track_span(k)
         around = self.track[max(first - CONTEXT_KEYFRAMES, 0):last + 1 + CONTEXT_KEYFRAMES]
