@@ -63,9 +63,9 @@ class KeyframeActor:
         self.memory.close()
 
 
-@ray.remote
+@ray.remote(concurrency_groups={"health": 1})
 class SegmentActor:
-    """Stage 2: renders whole segments."""
+    """Stage 2: renders whole segments, one at a time; `ping` answers on its own thread."""
 
     def __init__(self, backend: str, config: BackendConfig) -> None:
         self.stage = SegmentStage(create_backend(backend, config))
@@ -79,6 +79,10 @@ class SegmentActor:
         """Whether this actor restarted and no result has said so yet (and now it has)."""
         restarted, self.unreported_restart = self.unreported_restart, False
         return restarted
+
+    @ray.method(concurrency_group="health")
+    def ping(self) -> None:
+        """Answers while a render runs: the driver tells a busy worker from a lost one."""
 
     @ray.method(num_returns=2)
     def render(self, plan: SegmentPlan, keys: SegmentKeyframes,

@@ -8,6 +8,8 @@ actor to actor and the driver only sees small stats.
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,9 @@ from stitcher.outputs import OutputConfig, committed_frames
 from stitcher.probe import ProbePlan
 from stitcher.stitch import ResumePoint
 
+# A busy worker that has not answered a ping for this long is given up: its renders go to
+# the others (it waits for a node with room to restart on, or it hangs).
+WORKER_TIMEOUT = float(os.environ.get("LVP_WORKER_TIMEOUT", "120"))
 # A worker that dies (killed, out of memory, its node gone) is started again and its calls
 # are retried, this many times each; renders are pure functions of their inputs and Stage 1
 # restarts from the state it stored for the segment it is asked for, so retries are safe.
@@ -33,6 +38,7 @@ WORKER_RESTARTS = 8
 
 class RayExecutor(Executor):
     output_failures = (ray.exceptions.RayActorError,)
+    worker_failures = (ray.exceptions.ActorDiedError,)
 
     def __init__(self, timeline: Timeline, backend: str, config: BackendConfig, workdir: Path,
                  outputs: OutputConfig, blend: str, workers: int, gpus_per_worker: float = 0.0,
@@ -40,6 +46,8 @@ class RayExecutor(Executor):
                  carry: CarryFile | None = None) -> None:
         self.timeline = timeline
         self.carry = carry
+        self._pings: dict[int, tuple[ray.ObjectRef, float]] = {}  # worker -> (ping, sent at)
+        self.dropped: set[int] = set()
         self.gpus = gpus_per_worker
         self.outputs = outputs
         self.blend = blend
@@ -71,7 +79,8 @@ class RayExecutor(Executor):
         return start.segment
 
     def unreported_restarts(self) -> list[str]:
-        parts = [("keyframe", self.keyframer), *(("segment", a) for a in self.segment_actors)]
+        parts = [("keyframe", self.keyframer), *(("segment", a) for w, a in
+                                                 enumerate(self.segment_actors) if w not in self.dropped)]
         asked = [(part, actor.take_restart.remote()) for part, actor in parts]
         found = []
         for part, ref in asked:
@@ -111,9 +120,32 @@ class RayExecutor(Executor):
     def record(self, k: int, entry: dict[str, Any]) -> ray.ObjectRef:
         return self.keyframer.mark_segment_done.remote(k, entry)
 
-    def wait(self, handles: Sequence[ray.ObjectRef]) -> list[ray.ObjectRef]:
-        ready, _ = ray.wait(list(handles), num_returns=1)
+    def wait(self, handles: Sequence[ray.ObjectRef], timeout: float | None = None) -> list[ray.ObjectRef]:
+        ready, _ = ray.wait(list(handles), num_returns=1, timeout=timeout)
         return ready
+
+    def lost_workers(self, busy: Sequence[int]) -> list[int]:
+        """A worker is pinged (on its own thread: a long render does not hold the answer up);
+        one whose ping has waited `WORKER_TIMEOUT` s is lost: it died and Ray cannot start it
+        again anywhere (its node is gone and no other has room), or it hangs."""
+        now = time.monotonic()
+        lost = []
+        for worker in busy:
+            ping = self._pings.get(worker)
+            if ping is None:
+                self._pings[worker] = (self.segment_actors[worker].ping.remote(), now)
+                continue
+            ref, sent = ping
+            if ray.wait([ref], timeout=0)[0]:
+                del self._pings[worker]  # answered (or failed for good, which render calls show)
+            elif now - sent > WORKER_TIMEOUT:
+                lost.append(worker)
+        return lost
+
+    def drop_worker(self, worker: int) -> None:
+        self._pings.pop(worker, None)
+        self.dropped.add(worker)
+        ray.kill(self.segment_actors[worker], no_restart=True)  # frees what it holds or waits for
 
     def get(self, handles: Sequence[ray.ObjectRef]) -> list[Any]:
         return ray.get(list(handles)) if handles else []

@@ -53,6 +53,18 @@ class Executor(ABC):
         """Open the outputs again where they are whole; returns the segment to go on from."""
         raise NotImplementedError(f"{type(self).__name__} cannot reopen its outputs")
 
+    # Failures of a render after which its worker is gone for good (Ray gave up restarting it).
+    worker_failures: tuple[type[BaseException], ...] = ()
+
+    def lost_workers(self, busy: Sequence[int]) -> list[int]:
+        """Of the `busy` workers (with renders outstanding), those that have not answered for
+        too long: dead and not coming back (no node has room to restart them). Never blocks."""
+        return []
+
+    def drop_worker(self, worker: int) -> None:
+        """Stop a lost worker for good; the loop gives its renders to the others."""
+        raise NotImplementedError(f"{type(self).__name__} cannot lose workers")
+
     def unreported_restarts(self) -> list[str]:
         """Parts ("segment", "keyframe") whose worker died and was started again without a
         result since to say so (it died idle). Asked once the last segment is written."""
@@ -86,8 +98,9 @@ class Executor(ABC):
         """Write segment k's ledger entry: a handle that fails if the write failed."""
 
     @abstractmethod
-    def wait(self, handles: Sequence[Handle]) -> list[Handle]:
-        """Block until at least one of `handles` is ready; return the ready ones."""
+    def wait(self, handles: Sequence[Handle], timeout: float | None = None) -> list[Handle]:
+        """Block until at least one of `handles` is ready, or `timeout` seconds passed;
+        return the ready ones (none after a timeout)."""
 
     @abstractmethod
     def get(self, handles: Sequence[Handle]) -> list[Any]:
@@ -140,7 +153,7 @@ class LocalExecutor(Executor):
         self.ledger.mark_segment_done(k, entry)
         return Done(None)
 
-    def wait(self, handles: Sequence[Done]) -> list[Done]:
+    def wait(self, handles: Sequence[Done], timeout: float | None = None) -> list[Done]:
         return list(handles)
 
     def get(self, handles: Sequence[Done]) -> list[Any]:

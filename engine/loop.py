@@ -14,7 +14,10 @@ from dataclasses import dataclass
 
 from engine.executor import Executor, Handle
 from engine.stats import JobClock, SegmentRendered, StatLogger, StitchResult
-from engine.timeline import Timeline
+from engine.timeline import SegmentPlan, Timeline
+
+# How often the loop, when nothing finished, asks whether a busy worker is lost.
+HEALTH_CHECK_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -54,40 +57,78 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
+@dataclass
+class _Render:
+    """A render in flight, with what it takes to give it to another worker."""
+
+    k: int
+    worker: int
+    segment: Handle
+    plan: SegmentPlan
+    keys: Handle
+    after: Handle | None
+
+
 def _run_from(first: int, timeline: Timeline, executor: Executor, cfg: LoopConfig,
               stats: StatLogger, clock: JobClock) -> None:
     total = timeline.num_segments - first
     load = [0] * executor.workers
-    renders: dict[Handle, tuple[int, int, Handle]] = {}  # info -> (segment, worker, frames)
+    alive = set(range(executor.workers))
+    renders: dict[Handle, _Render] = {}  # info handle -> the render
     stitches: dict[Handle, int] = {}  # stitch result -> segment
     records: dict[Handle, int] = {}  # ledger write -> segment
     written = 0
     next_k = first
     previous: Handle | None = None
+
+    def submit(plan: SegmentPlan, keys: Handle, after: Handle | None) -> Handle:
+        worker = min(alive, key=lambda w: (load[w], w))
+        info, segment = executor.render(worker, plan, keys, after)
+        renders[info] = _Render(plan.index, worker, segment, plan, keys, after)
+        load[worker] += 1
+        return segment
+
+    def lose(worker: int, why: str) -> None:
+        """Give a lost worker's renders to the others; the job goes on with fewer."""
+        alive.discard(worker)
+        executor.drop_worker(worker)
+        if not alive:
+            raise RuntimeError(f"every segment worker is gone (the last: {why})")
+        moved = [h for h, r in renders.items() if r.worker == worker]
+        for handle in moved:
+            r = renders.pop(handle)
+            submit(r.plan, r.keys, r.after)
+        load[worker] = 0
+        stats.restarted("segment", f"a segment worker was lost ({why}); the job goes on with "
+                                   f"{len(alive)}, which render its {len(moved)} segment(s)")
+
     while written < total or records:
         while next_k < timeline.num_segments and len(renders) + len(stitches) < cfg.in_flight:
             plan = timeline.segment(next_k)
-            keys = executor.keyframes(next_k)
-            worker = min(range(len(load)), key=load.__getitem__)
-            info, segment = executor.render(worker, plan, keys, previous if cfg.chain else None)
-            previous = segment
-            renders[info] = (next_k, worker, segment)
-            load[worker] += 1
+            previous = submit(plan, executor.keyframes(next_k), previous if cfg.chain else None)
             next_k += 1
         stats.in_flight(len(renders) + len(stitches))
-        ready = executor.wait([*renders, *stitches, *records])
+        ready = executor.wait([*renders, *stitches, *records], timeout=HEALTH_CHECK_SECONDS)
+        if not ready:
+            for worker in executor.lost_workers(sorted({r.worker for r in renders.values()})):
+                lose(worker, f"worker {worker} stopped answering")
+            continue
 
-        ready_renders = [h for h in ready if h in renders]
-        for handle in ready_renders:
-            k, worker, segment = renders.pop(handle)
-            load[worker] -= 1
-            stitches[executor.stitch(segment, timeline.shared_tail(k))] = k
-        rendered: list[SegmentRendered] = executor.get(ready_renders)
-        for info in rendered:
+        for handle in [h for h in ready if h in renders]:
+            r = renders.pop(handle)
+            load[r.worker] -= 1
+            try:
+                info: SegmentRendered = executor.get([handle])[0]
+            except executor.worker_failures as exc:
+                renders[handle] = r  # lose() moves it with the worker's other renders
+                load[r.worker] += 1
+                lose(r.worker, one_line(exc))
+                continue
             stats.rendered(info)
             for part in info.restarted:
                 stats.restarted(part, f"a {part} worker died and was started again; segment "
                                       f"{info.index} and the work in flight were done again")
+            stitches[executor.stitch(r.segment, timeline.shared_tail(r.k))] = r.k
 
         ready_stitches = [h for h in ready if h in stitches]
         results: list[StitchResult] = executor.get(ready_stitches)
@@ -95,8 +136,7 @@ def _run_from(first: int, timeline: Timeline, executor: Executor, cfg: LoopConfi
             stitches.pop(handle)
             written += len(result.emitted)
             for k in result.emitted:
-                plan = timeline.segment(k)
-                entry = {"frame_start": plan.frame_start, "frame_stop": plan.frame_stop,
+                entry = {"frame_start": timeline.frame_start(k), "frame_stop": timeline.frame_stop(k),
                          "written_through": result.next_frame}
                 records[executor.record(k, entry)] = k
             stats.written(result, clock.now())

@@ -94,9 +94,11 @@ def _wait_port(port: int, host: str = "127.0.0.1", seconds: float = 90) -> None:
     pytest.fail(f"nothing listens on {host}:{port}")
 
 
-def test_losing_a_node_mid_job_leaves_the_video_unchanged(tmp_path):
+@pytest.mark.parametrize("room", [True, False], ids=["room to restart", "no room"])
+def test_losing_a_node_mid_job_leaves_the_video_unchanged(tmp_path, room):
     """A 2-node cluster on this machine (the second node on 127.0.0.2, each with its own CPUs
-    and memory); the second node is killed while it renders a segment actor's share."""
+    and memory); the second node is killed while it renders a segment actor's share. With room
+    on the head its segment actor restarts there; without, the job goes on with one worker."""
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     env.pop("RAY_ADDRESS", None)
     gcs = free_port()
@@ -111,10 +113,11 @@ def test_losing_a_node_mid_job_leaves_the_video_unchanged(tmp_path):
         return proc
 
     try:
-        # The head has room for Stage 1, the stitcher, one segment actor and one more that
-        # the lost node's actor restarts as; the second node has room for one.
+        # The head has room for Stage 1, the stitcher, one segment actor (and with `room` one
+        # more that the lost node's actor restarts as); the second node has room for one.
         start(["--head", "--port", str(gcs), "--node-ip-address", "127.0.0.1", "--num-cpus",
-               "3", "--temp-dir", str(temp_dir), "--include-dashboard=false", *common])
+               "3" if room else "2", "--temp-dir", str(temp_dir), "--include-dashboard=false",
+               *common])
         _wait_port(gcs)
         worker = start(["--address", f"127.0.0.1:{gcs}", "--node-ip-address", "127.0.0.2",
                         "--num-cpus", "1", *common])
@@ -128,7 +131,8 @@ def test_losing_a_node_mid_job_leaves_the_video_unchanged(tmp_path):
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
         job = subprocess.Popen([*base, "--address", f"127.0.0.1:{gcs}", "--out", str(out)],
-                               cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+                               cwd=tmp_path, env={**env, "LVP_WORKER_TIMEOUT": "15"},
+                               stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 240
         while not (out.exists() and out.stat().st_size > len(ref.read_bytes()) // 4):
             assert job.poll() is None and time.monotonic() < deadline, job.stderr.read()
@@ -147,8 +151,11 @@ def test_losing_a_node_mid_job_leaves_the_video_unchanged(tmp_path):
         assert job.returncode == 0, err
         restarts = json.loads(out.with_suffix(".json").read_text())["restarts"]
         # The lost node's segment actor restarted (reported by its next result, or at the
-        # end if it had none); nothing else did.
+        # end if it had none), or with no room anywhere was given up; nothing else restarted.
         assert {r["part"] for r in restarts} == {"segment"}, restarts
+        lost = [r for r in restarts if "was lost" in r["what"]]
+        assert (not lost) if room else len(lost) == 1, restarts
+        assert "lvp: warning:" in err
         assert out.read_bytes() == ref.read_bytes()
     finally:
         for proc in reversed(started):
