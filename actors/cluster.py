@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import ray
 
 from engine.errors import InputError
+from engine.models.base import backend_class
 from engine.spec import JobSpec
 
 GiB = 1 << 30
@@ -94,13 +96,56 @@ def connect(spec: JobSpec, address: str | None, in_flight: int,
     return True
 
 
+def keyframe_gpus(model: str, gpus_per_worker: float) -> float:
+    """GPUs the keyframe actor reserves: a segment actor's share when the job asks for GPUs and
+    the backend runs Stage 1 on its model (`Capabilities.keyframes_on_gpu`), else none."""
+    if gpus_per_worker <= 0 or not backend_class(model).capabilities.keyframes_on_gpu:
+        return 0.0
+    return gpus_per_worker
+
+
+def gpu_slots(node_gpus: float, per_actor: float) -> int:
+    """How many actors reserving `per_actor` GPUs fit on a node with `node_gpus`: Ray puts a
+    fraction of a GPU on one GPU (never across two), and whole GPUs on whole GPUs."""
+    eps = 1e-9
+    if per_actor < 1:
+        return math.floor(node_gpus + eps) * math.floor(1 / per_actor + eps)
+    return math.floor(node_gpus / per_actor + eps)
+
+
+def check_gpus(workers: int, per_worker: float, stage1: float, node_gpus: Sequence[float],
+               driver_gpus: float) -> None:
+    """Refuse a job the cluster's GPUs cannot hold: `workers` segment actors of `per_worker`
+    GPUs each, plus Stage 1's `stage1` on the driver's node (where the keyframe actor is
+    pinned). The arithmetic only (the tests need no GPU)."""
+    if per_worker <= 0:
+        return
+    most = max(node_gpus, default=0.0)
+    if per_worker > most:
+        raise InputError(f"--gpus-per-worker {per_worker:g}: no node of the cluster "
+                         f"has that many GPUs (the most on one node: {most:g})")
+    if stage1 > 0 and gpu_slots(driver_gpus, stage1) < 1:
+        raise InputError(f"Stage 1 of this model runs on a GPU ({stage1:g}, as --gpus-per-worker) "
+                         f"on the node lvp runs on, which has {driver_gpus:g} GPU(s): run lvp on "
+                         "a node with a GPU")
+    needed = workers + (1 if stage1 > 0 else 0)
+    room = sum(gpu_slots(n, per_worker) for n in node_gpus)
+    if room < needed:
+        stage1_part = " + 1 for Stage 1" if stage1 > 0 else ""
+        raise InputError(f"--workers {workers} --gpus-per-worker {per_worker:g}: the job needs "
+                         f"{needed} actors of {per_worker:g} GPU ({workers} segment worker(s)"
+                         f"{stage1_part}, {needed * per_worker:g} GPUs), the cluster has "
+                         f"{sum(node_gpus):g} GPUs (room for {room})")
+
+
 def check_resources(spec: JobSpec) -> None:
-    """Refuse what no node of the cluster has, instead of waiting for it forever."""
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    """Refuse what the cluster cannot hold, instead of waiting for it forever."""
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    nodes = [n.get("Resources", {}) for n in alive]
     cpus = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
-    gpus = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
-    if spec.gpus_per_worker > gpus:
-        raise InputError(f"--gpus-per-worker {spec.gpus_per_worker:g}: no node of the cluster "
-                         f"has that many GPUs (the most on one node: {gpus:g})")
+    here = ray.get_runtime_context().get_node_id()
+    driver = next((n.get("Resources", {}) for n in alive if n.get("NodeID") == here), {})
+    check_gpus(spec.workers, spec.gpus_per_worker, keyframe_gpus(spec.model, spec.gpus_per_worker),
+               [n.get("GPU", 0.0) for n in nodes], driver.get("GPU", 0.0))
     if cpus < 1:
         raise InputError("the cluster has no node with a free CPU for a segment worker")

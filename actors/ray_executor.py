@@ -18,7 +18,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.actors import KeyframeActor, SegmentActor, StitcherActor
-from actors.cluster import START_TIMEOUT
+from actors.cluster import START_TIMEOUT, keyframe_gpus
 from engine.executor import Executor
 from engine.models.base import BackendConfig
 from engine.timeline import SegmentPlan, Timeline
@@ -30,6 +30,8 @@ from stitcher.stitch import ResumePoint
 # A busy worker that has not answered a ping for this long is given up: its renders go to
 # the others (it waits for a node with room to restart on, or it hangs).
 WORKER_TIMEOUT = float(os.environ.get("LVP_WORKER_TIMEOUT", "120"))
+# At the end of a job, how long the workers have to say whether they restarted while idle.
+IDLE_CHECK_SECONDS = 10.0
 # A worker that dies (killed, out of memory, its node gone) is started again and its calls
 # are retried, this many times each; renders are pure functions of their inputs and Stage 1
 # restarts from the state it stored for the segment it is asked for, so retries are safe.
@@ -55,7 +57,10 @@ class RayExecutor(Executor):
         self.here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
                                                    soft=False)
         restartable = {"max_restarts": WORKER_RESTARTS, "max_task_retries": WORKER_RESTARTS}
-        self.keyframer = KeyframeActor.options(num_cpus=0.5, scheduling_strategy=self.here,
+        # A backend whose Stage 1 runs its model on a GPU gets one share like a segment actor.
+        self.keyframe_gpus = keyframe_gpus(backend, gpus_per_worker)
+        self.keyframer = KeyframeActor.options(num_cpus=0.5, num_gpus=self.keyframe_gpus,
+                                               scheduling_strategy=self.here,
                                                **restartable).remote(
             timeline, backend, config, str(workdir))
         self.stitcher = self._stitcher(start)
@@ -78,17 +83,19 @@ class RayExecutor(Executor):
         ray.get(self.stitcher.ready.remote())
         return start.segment
 
-    def unreported_restarts(self) -> list[str]:
+    def unreported_restarts(self) -> list[tuple[str, str]]:
         parts = [("keyframe", self.keyframer), *(("segment", a) for w, a in
                                                  enumerate(self.segment_actors) if w not in self.dropped)]
         asked = [(part, actor.take_restart.remote()) for part, actor in parts]
         found = []
+        deadline = time.monotonic() + IDLE_CHECK_SECONDS
         for part, ref in asked:
             try:
-                if ray.get(ref, timeout=START_TIMEOUT):
-                    found.append(part)
-            except (ray.exceptions.RayError, TimeoutError):  # gone for good: the job is done
-                pass
+                if ray.get(ref, timeout=max(0.0, deadline - time.monotonic())):
+                    found.append((part, f"a {part} worker died while idle and was started again"))
+            except (ray.exceptions.RayError, TimeoutError):
+                found.append((part, f"a {part} worker was lost while idle and is not running "
+                                    "again (no node with room for it, or still starting)"))
         return found
 
     @property
@@ -104,7 +111,8 @@ class RayExecutor(Executor):
             raise TimeoutError(
                 f"the workers did not start within {START_TIMEOUT:g} s (LVP_START_TIMEOUT): the "
                 f"cluster may not have room for {self.workers} segment worker(s) of 1 CPU"
-                f"{f' and {self.gpus:g} GPU' if self.gpus else ''} each, beside 1 CPU for "
+                f"{f' and {self.gpus:g} GPU' if self.gpus else ''} each, beside 1 CPU"
+                f"{f' and {self.keyframe_gpus:g} GPU' if self.keyframe_gpus else ''} for "
                 "Stage 1 and the stitcher on this node") from None
 
     def keyframes(self, k: int) -> ray.ObjectRef:

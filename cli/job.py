@@ -240,6 +240,7 @@ def build_report(spec: JobSpec, timeline: Timeline, totals: RunTotals, wall: flo
         "keyframe_times": keyframe_times,
         "keyframes_made": totals.keyframes,
         "stage_seconds": vars(totals.stage_seconds),
+        "peak_memory": totals.peak_memory(),
         "temporal": totals.temporal(),
         **totals.timing(wall),
         "warnings": list(spec.warnings),

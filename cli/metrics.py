@@ -46,6 +46,11 @@ class PrometheusLogger(StatLogger):
                                          "Mean frame step onto a model keyframe over the mean "
                                          "step elsewhere, so far (1: keyframes invisible)",
                                          registry=r)
+        self.peak_memory = Gauge("lvp_peak_memory_bytes",
+                                 "Peak memory of each worker process: GPU memory allocated where "
+                                 "it uses CUDA (kind=gpu), else peak resident set (kind=rss)",
+                                 ["stage", "worker", "kind"], registry=r)
+        self._peaks: dict[tuple[str, str, str], int] = {}
         self._worst_seam = 0.0
         self._written_frames = 0
         self._server = None
@@ -56,6 +61,11 @@ class PrometheusLogger(StatLogger):
         self.stage_seconds.labels("render").observe(stats.render_seconds)
         self.stage_seconds.labels("keyframe").observe(stats.keyframe_seconds)
         self.keyframes.inc(stats.keyframes_made)
+        for stage, peak in (("segment", stats.memory), ("keyframe", stats.keyframe_memory)):
+            if peak is not None:  # a peak only grows; a result arriving late may hold a lower one
+                key = (stage, peak.process, peak.kind)
+                self._peaks[key] = max(self._peaks.get(key, 0), peak.bytes)
+                self.peak_memory.labels(*key).set(self._peaks[key])
 
     def written(self, stats: StitchResult, now: float) -> None:
         self._written_frames += stats.frames_written

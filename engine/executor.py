@@ -65,9 +65,9 @@ class Executor(ABC):
         """Stop a lost worker for good; the loop gives its renders to the others."""
         raise NotImplementedError(f"{type(self).__name__} cannot lose workers")
 
-    def unreported_restarts(self) -> list[str]:
-        """Parts ("segment", "keyframe") whose worker died and was started again without a
-        result since to say so (it died idle). Asked once the last segment is written."""
+    def unreported_restarts(self) -> list[tuple[str, str]]:
+        """(part, what happened) for workers ("segment", "keyframe") that died while idle, so
+        no result said so: started again, or not running again. Asked once the job is done."""
         return []
 
     @property

@@ -32,24 +32,27 @@ def run_loop(timeline: Timeline, executor: Executor, cfg: LoopConfig, stats: Sta
     """Render segments `first_segment`.. of `timeline` to the executor's outputs.
 
     When the outputs fail (the stitcher died), the executor reopens them where they are
-    whole and the loop starts again from the segment that position needs, up to
-    `cfg.output_restarts` times. Segment and keyframe workers restart inside the executor.
+    whole and the loop goes on from the segment that position needs, up to
+    `cfg.output_restarts` times; renders already made are given to the new stitcher, not made
+    again. Segment and keyframe workers restart inside the executor.
     """
+    loop = _Loop(timeline, executor, cfg, stats, clock, first_segment)
     restarts = 0
     while True:
         try:
-            _run_from(first_segment, timeline, executor, cfg, stats, clock)
-            for part in executor.unreported_restarts():
-                stats.restarted(part, f"a {part} worker died while idle and was started again")
+            loop.run()
+            for part, what in executor.unreported_restarts():
+                stats.restarted(part, what)
             return
         except executor.output_failures as exc:
             if restarts >= cfg.output_restarts:
                 raise
             restarts += 1
-            first_segment = executor.reopen_outputs()
+            first = executor.reopen_outputs()
+            kept = loop.outputs_reopened(first)
             stats.restarted("stitcher", f"the stitcher failed ({one_line(exc)}); the outputs "
                             f"were reopened where whole and the job went on from segment "
-                            f"{first_segment}")
+                            f"{first}" + (f" ({kept} rendered segment(s) kept)" if kept else ""))
 
 
 def one_line(exc: BaseException) -> str:
@@ -69,80 +72,123 @@ class _Render:
     after: Handle | None
 
 
-def _run_from(first: int, timeline: Timeline, executor: Executor, cfg: LoopConfig,
-              stats: StatLogger, clock: JobClock) -> None:
-    total = timeline.num_segments - first
-    load = [0] * executor.workers
-    alive = set(range(executor.workers))
-    renders: dict[Handle, _Render] = {}  # info handle -> the render
-    stitches: dict[Handle, int] = {}  # stitch result -> segment
-    records: dict[Handle, int] = {}  # ledger write -> segment
-    written = 0
-    next_k = first
-    previous: Handle | None = None
+class _Loop:
+    """The loop's state, kept across a stitcher restart."""
 
-    def submit(plan: SegmentPlan, keys: Handle, after: Handle | None) -> Handle:
-        worker = min(alive, key=lambda w: (load[w], w))
-        info, segment = executor.render(worker, plan, keys, after)
-        renders[info] = _Render(plan.index, worker, segment, plan, keys, after)
-        load[worker] += 1
+    def __init__(self, timeline: Timeline, executor: Executor, cfg: LoopConfig,
+                 stats: StatLogger, clock: JobClock, first: int) -> None:
+        self.timeline = timeline
+        self.executor = executor
+        self.cfg = cfg
+        self.stats = stats
+        self.clock = clock
+        self.load = [0] * executor.workers
+        self.alive = set(range(executor.workers))
+        self._start_at(first)
+
+    def _start_at(self, first: int) -> None:
+        self.next_k = first  # the next segment to submit
+        self.next_write = first  # the next segment the outputs need
+        self.renders: dict[Handle, _Render] = {}  # info handle -> the render
+        self.sent: dict[int, tuple[Handle, int]] = {}  # given to the stitcher, not yet written
+        self.stitches: dict[Handle, int] = {}  # stitch result -> segment
+        self.records: dict[Handle, int] = {}  # ledger write -> segment
+        self.previous: Handle | None = None
+        self.load = [0] * len(self.load)
+
+    def outputs_reopened(self, first: int) -> int:
+        """A new stitcher starts at segment `first`: give it the renders the dead one had not
+        written; returns how many. If it must start before what was written (the outputs held
+        less than the carry says, which the carry prevents), everything from there is redone."""
+        if first < self.next_write:
+            self._start_at(first)
+            return 0
+        for k in range(self.next_write, first):  # written by the stitcher that died
+            self.sent.pop(k, None)
+            self._record(k, self.timeline.frame_start(first))
+        self.next_write = first
+        self.stitches = {}
+        for k in sorted(self.sent):
+            self.stitches[self.executor.stitch(*self.sent[k])] = k
+        return len(self.sent)
+
+    def _submit(self, plan: SegmentPlan, keys: Handle, after: Handle | None) -> Handle:
+        worker = min(self.alive, key=lambda w: (self.load[w], w))
+        info, segment = self.executor.render(worker, plan, keys, after)
+        self.renders[info] = _Render(plan.index, worker, segment, plan, keys, after)
+        self.load[worker] += 1
         return segment
 
-    def lose(worker: int, why: str) -> None:
+    def _lose(self, worker: int, why: str) -> None:
         """Give a lost worker's renders to the others; the job goes on with fewer."""
-        alive.discard(worker)
-        executor.drop_worker(worker)
-        if not alive:
+        self.alive.discard(worker)
+        self.executor.drop_worker(worker)
+        if not self.alive:
             raise RuntimeError(f"every segment worker is gone (the last: {why})")
-        moved = [h for h, r in renders.items() if r.worker == worker]
+        moved = [h for h, r in self.renders.items() if r.worker == worker]
         for handle in moved:
-            r = renders.pop(handle)
-            submit(r.plan, r.keys, r.after)
-        load[worker] = 0
-        stats.restarted("segment", f"a segment worker was lost ({why}); the job goes on with "
-                                   f"{len(alive)}, which render its {len(moved)} segment(s)")
+            r = self.renders.pop(handle)
+            self._submit(r.plan, r.keys, r.after)
+        self.load[worker] = 0
+        self.stats.restarted("segment", f"a segment worker was lost ({why}); the job goes on "
+                                        f"with {len(self.alive)}, which render its {len(moved)} "
+                                        "segment(s)")
 
-    while written < total or records:
-        while next_k < timeline.num_segments and len(renders) + len(stitches) < cfg.in_flight:
-            plan = timeline.segment(next_k)
-            previous = submit(plan, executor.keyframes(next_k), previous if cfg.chain else None)
-            next_k += 1
-        stats.in_flight(len(renders) + len(stitches))
-        ready = executor.wait([*renders, *stitches, *records], timeout=HEALTH_CHECK_SECONDS)
-        if not ready:
-            for worker in executor.lost_workers(sorted({r.worker for r in renders.values()})):
-                lose(worker, f"worker {worker} stopped answering")
-            continue
+    def _record(self, k: int, written_through: int) -> None:
+        entry = {"frame_start": self.timeline.frame_start(k), "frame_stop": self.timeline.frame_stop(k),
+                 "written_through": written_through}
+        self.records[self.executor.record(k, entry)] = k
 
-        for handle in [h for h in ready if h in renders]:
-            r = renders.pop(handle)
-            load[r.worker] -= 1
-            try:
-                info: SegmentRendered = executor.get([handle])[0]
-            except executor.worker_failures as exc:
-                renders[handle] = r  # lose() moves it with the worker's other renders
-                load[r.worker] += 1
-                lose(r.worker, one_line(exc))
+    def run(self) -> None:
+        timeline, executor, cfg = self.timeline, self.executor, self.cfg
+        while self.next_write < timeline.num_segments or self.records:
+            in_flight = len(self.renders) + len(self.sent)
+            while self.next_k < timeline.num_segments and in_flight < cfg.in_flight:
+                plan = timeline.segment(self.next_k)
+                segment = self._submit(plan, executor.keyframes(self.next_k),
+                                       self.previous if cfg.chain else None)
+                self.previous = segment
+                self.next_k += 1
+                in_flight += 1
+            self.stats.in_flight(in_flight)
+            ready = executor.wait([*self.renders, *self.stitches, *self.records],
+                                  timeout=HEALTH_CHECK_SECONDS)
+            if not ready:
+                busy = sorted({r.worker for r in self.renders.values()})
+                for worker in executor.lost_workers(busy):
+                    self._lose(worker, f"worker {worker} stopped answering")
                 continue
-            stats.rendered(info)
-            for part in info.restarted:
-                stats.restarted(part, f"a {part} worker died and was started again; segment "
-                                      f"{info.index} and the work in flight were done again")
-            stitches[executor.stitch(r.segment, timeline.shared_tail(r.k))] = r.k
+            for handle in [h for h in ready if h in self.renders]:
+                self._rendered(handle)
+            for handle in [h for h in ready if h in self.stitches]:
+                self._stitched(handle)
+            ready_records = [h for h in ready if h in self.records]
+            executor.get(ready_records)  # a failed ledger write ends the job here
+            for handle in ready_records:
+                self.records.pop(handle)
+        self.stats.in_flight(0)
 
-        ready_stitches = [h for h in ready if h in stitches]
-        results: list[StitchResult] = executor.get(ready_stitches)
-        for handle, result in zip(ready_stitches, results, strict=True):
-            stitches.pop(handle)
-            written += len(result.emitted)
-            for k in result.emitted:
-                entry = {"frame_start": timeline.frame_start(k), "frame_stop": timeline.frame_stop(k),
-                         "written_through": result.next_frame}
-                records[executor.record(k, entry)] = k
-            stats.written(result, clock.now())
+    def _rendered(self, handle: Handle) -> None:
+        r = self.renders[handle]
+        try:
+            info: SegmentRendered = self.executor.get([handle])[0]
+        except self.executor.worker_failures as exc:
+            self._lose(r.worker, one_line(exc))  # moves this render with the worker's others
+            return
+        del self.renders[handle]
+        self.load[r.worker] -= 1
+        self.stats.rendered(info)
+        for part in info.restarted:
+            self.stats.restarted(part, f"a {part} worker died and was started again; segment "
+                                       f"{info.index} and the work in flight were done again")
+        self.sent[r.k] = (r.segment, self.timeline.shared_tail(r.k))
+        self.stitches[self.executor.stitch(*self.sent[r.k])] = r.k
 
-        ready_records = [h for h in ready if h in records]
-        executor.get(ready_records)  # a failed ledger write ends the job here
-        for handle in ready_records:
-            records.pop(handle)
-    stats.in_flight(0)
+    def _stitched(self, handle: Handle) -> None:
+        result: StitchResult = self.executor.get([handle])[0]
+        del self.stitches[handle]
+        for k in result.emitted:
+            self.sent.pop(k, None)
+            self._record(k, result.next_frame)
+            self.next_write = k + 1
+        self.stats.written(result, self.clock.now())

@@ -14,6 +14,7 @@ from engine import checkpoint
 from engine.checkpoint import Stage1Checkpoint
 from engine.image_input import load_image
 from engine.models.base import Backend, Keyframe, MemoryView
+from engine.peak_memory import PeakMemory, peak_memory
 from engine.stats import SegmentRendered
 from engine.timeline import CONTEXT_KEYFRAMES, SegmentPlan, Timeline
 
@@ -48,6 +49,7 @@ class SegmentKeyframes:
     before: tuple[Keyframe, ...] = ()
     after: tuple[Keyframe, ...] = ()
     restarted: bool = False  # the first result of a keyframe worker that had died
+    peak_memory: PeakMemory | None = None  # Stage 1's process's peak memory after this call
 
     def around(self) -> tuple[Keyframe, ...]:
         """All keyframes in time order: context before, own, context after."""
@@ -167,7 +169,8 @@ class KeyframeStage:
         keys = SegmentKeyframes(k, self._made(first, last + 1), self.memory_view(), seconds,
                                 made=self.count - before,
                                 before=self._made(first - CONTEXT_KEYFRAMES, first),
-                                after=self._made(last + 1, last + 1 + CONTEXT_KEYFRAMES))
+                                after=self._made(last + 1, last + 1 + CONTEXT_KEYFRAMES),
+                                peak_memory=peak_memory())
         for i in [i for i in self.made if i < first - CONTEXT_KEYFRAMES]:
             del self.made[i]  # nothing older is needed again
         self.next_segment = k + 1
@@ -202,7 +205,9 @@ class SegmentStage:
 
 
 def rendered_stats(keys: SegmentKeyframes, segment: RenderedSegment) -> SegmentRendered:
-    """The small half of a render result: what the loop's stat loggers need."""
+    """The small half of a render result: what the loop's stat loggers need. Called where the
+    segment was rendered, so `memory` is that worker's peak."""
     return SegmentRendered(segment.index, len(segment.frames), segment.model_seconds,
                            keys.model_seconds, keys.made,
-                           restarted=("keyframe",) if keys.restarted else ())
+                           restarted=("keyframe",) if keys.restarted else (),
+                           memory=peak_memory(), keyframe_memory=keys.peak_memory)

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from engine.peak_memory import PeakMemory
+
 
 @dataclass(frozen=True)
 class SegmentRendered:
@@ -24,6 +26,10 @@ class SegmentRendered:
     # Workers that had died and were started again before this segment's work ("keyframe",
     # "segment"): each restart is named once, by the first result it produces.
     restarted: tuple[str, ...] = ()
+    # Peak memory so far of the process that rendered it (Stage 2) and of Stage 1's process:
+    # GPU memory where they use CUDA, else peak RSS (engine.peak_memory).
+    memory: PeakMemory | None = None
+    keyframe_memory: PeakMemory | None = None
 
 
 class SeamFigure(Protocol):
@@ -152,6 +158,8 @@ class RunTotals(StatLogger):
         self.end_seconds: float | None = None
         self.seams: list[SeamFigure] = []
         self.steps: StepFigures | None = None
+        # (stage, process) -> its peak so far; a worker's peak only grows, the last is kept.
+        self.peaks: dict[tuple[str, str], PeakMemory] = {}
 
     def ready(self, startup_seconds: float) -> None:
         self.startup_seconds = startup_seconds
@@ -161,6 +169,11 @@ class RunTotals(StatLogger):
         self.stage_seconds.render += stats.render_seconds
         self.keyframes += stats.keyframes_made
         self.segments_rendered += 1
+        for stage, peak in (("segment", stats.memory), ("keyframe", stats.keyframe_memory)):
+            if peak is not None:
+                known = self.peaks.get((stage, peak.process))
+                if known is None or peak.bytes >= known.bytes:
+                    self.peaks[(stage, peak.process)] = peak
 
     @property
     def frames(self) -> int:
@@ -183,6 +196,19 @@ class RunTotals(StatLogger):
 
     def finished(self, now: float) -> None:
         self.end_seconds = now
+
+    def peak_memory(self) -> dict[str, Any]:
+        """Peak memory per worker process and stage (GPU bytes where it used CUDA, else peak
+        RSS), and the largest of each stage: what one GPU or node must hold per actor."""
+        workers = [{"stage": stage, "worker": peak.process, "kind": peak.kind, "bytes": peak.bytes}
+                   for (stage, _), peak in sorted(self.peaks.items())]
+        return {
+            "segment_max_bytes": max((w["bytes"] for w in workers if w["stage"] == "segment"),
+                                     default=None),
+            "keyframe_max_bytes": max((w["bytes"] for w in workers if w["stage"] == "keyframe"),
+                                      default=None),
+            "workers": workers,
+        }
 
     def temporal(self) -> dict[str, Any]:
         """The run's temporal quality, measured by the stitcher on the frames it wrote."""

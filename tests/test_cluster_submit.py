@@ -153,7 +153,7 @@ def test_losing_a_node_mid_job_leaves_the_video_unchanged(tmp_path, room):
         # The lost node's segment actor restarted (reported by its next result, or at the
         # end if it had none), or with no room anywhere was given up; nothing else restarted.
         assert {r["part"] for r in restarts} == {"segment"}, restarts
-        lost = [r for r in restarts if "was lost" in r["what"]]
+        lost = [r for r in restarts if "lost" in r["what"]]
         assert (not lost) if room else len(lost) == 1, restarts
         assert "lvp: warning:" in err
         assert out.read_bytes() == ref.read_bytes()

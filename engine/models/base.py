@@ -141,6 +141,9 @@ class Capabilities:
     reads_image: bool = True
     # Needs a weights file or folder (`check()` looks for it before any work starts).
     needs_weights: bool = False
+    # Stage 1 runs the model too: on a Ray cluster with --gpus-per-worker, the keyframe actor
+    # reserves as many GPUs as a segment actor (so a job needs workers + 1 GPU slots).
+    keyframes_on_gpu: bool = False
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ from engine.models.ltx.weights import check_folder
 
 class LtxBackend(Backend):
     name = "ltx-video"
+    # Stage 1 is the same model at a low resolution: on a GPU too (a GPU slot of its own).
     capabilities = Capabilities(strict_prompts=False, reads_memory=True, reads_image=True,
-                                needs_weights=True)
+                                needs_weights=True, keyframes_on_gpu=True)
     state_type = LtxState
 
     @classmethod

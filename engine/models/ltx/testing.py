@@ -20,13 +20,15 @@ TINY_SETTINGS = {"steps": 2, "guidance": 1.0, "keyframe_short_side": 32, "max_se
                  "cond_noise": 0.0}
 
 
-def tiny_tokenizer():  # -> transformers.T5TokenizerFast
-    """A T5 (Unigram) tokenizer over WORDS, built in code."""
+def tiny_tokenizer(max_length: int | None = None):  # -> transformers.T5TokenizerFast
+    """A T5 (Unigram) tokenizer over WORDS, built in code (bench/ltx_gpu.py gives it the real
+    128-token length: the padded length, not the vocabulary, sets the encoder's work)."""
     from transformers import T5TokenizerFast
 
     specials = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
     vocab = specials + [("\u2581" + w, -1.0 - i / 100) for i, w in enumerate(WORDS)]
-    return T5TokenizerFast(vocab=vocab, extra_ids=0, model_max_length=TINY_SETTINGS["max_sequence_length"])
+    return T5TokenizerFast(vocab=vocab, extra_ids=0,
+                           model_max_length=max_length or TINY_SETTINGS["max_sequence_length"])
 
 
 def save_tiny_pipeline(folder: Path, seed: int = 0) -> Path:
