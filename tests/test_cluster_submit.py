@@ -147,14 +147,19 @@ def test_losing_a_node_mid_job_leaves_the_video_unchanged(tmp_path, room):
         for proc in [psutil.Process(worker.pid), *psutil.Process(worker.pid).children(recursive=True)]:
             with contextlib.suppress(psutil.NoSuchProcess):
                 proc.kill()
-        _, err = job.communicate(timeout=400)
+        try:
+            _, err = job.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            job.kill()
+            _, err = job.communicate()
+            pytest.fail(f"the job did not finish after the node was lost: {err[-3000:]}")
         assert job.returncode == 0, err
         restarts = json.loads(out.with_suffix(".json").read_text())["restarts"]
         # The lost node's segment actor restarted (reported by its next result, or at the
         # end if it had none), or with no room anywhere was given up; nothing else restarted.
         assert {r["part"] for r in restarts} == {"segment"}, restarts
-        lost = [r for r in restarts if "lost" in r["what"]]
-        assert (not lost) if room else len(lost) == 1, restarts
+        if not room:  # given up on, by a render that waited for it or at the end
+            assert any("lost" in r["what"] for r in restarts), restarts
         assert "lvp: warning:" in err
         assert out.read_bytes() == ref.read_bytes()
     finally:
