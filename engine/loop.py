@@ -158,8 +158,9 @@ class _Loop:
                 for worker in executor.lost_workers(busy):
                     self._lose(worker, f"worker {worker} stopped answering")
                 continue
-            for handle in [h for h in ready if h in self.renders]:
-                self._rendered(handle)
+            for handle in ready:
+                if handle in self.renders:  # not moved to another worker by a loss just now
+                    self._rendered(handle)
             for handle in [h for h in ready if h in self.stitches]:
                 self._stitched(handle)
             ready_records = [h for h in ready if h in self.records]
