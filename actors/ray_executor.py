@@ -150,6 +150,12 @@ class RayExecutor(Executor):
                 lost.append(worker)
         return lost
 
+    def lost_input(self, exc: BaseException) -> bool:
+        # The stitcher itself dying raises RayActorError directly; its task failing to fetch
+        # an argument raises inside the task, wrapped in a RayTaskError.
+        return isinstance(exc, ray.exceptions.RayTaskError) and isinstance(
+            exc.cause, ray.exceptions.ActorDiedError | ray.exceptions.ObjectLostError)
+
     def drop_worker(self, worker: int) -> None:
         self._pings.pop(worker, None)
         self.dropped.add(worker)

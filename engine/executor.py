@@ -56,6 +56,11 @@ class Executor(ABC):
     # Failures of a render after which its worker is gone for good (Ray gave up restarting it).
     worker_failures: tuple[type[BaseException], ...] = ()
 
+    def lost_input(self, exc: BaseException) -> bool:
+        """Whether a stitch failed because the render it was given is gone (it lived on a
+        node that died before the stitcher read it), not because the stitcher did."""
+        return False
+
     def lost_workers(self, busy: Sequence[int]) -> list[int]:
         """Of the `busy` workers (with renders outstanding), those that have not answered for
         too long: dead and not coming back (no node has room to restart them). Never blocks."""

@@ -90,7 +90,7 @@ class _Loop:
         self.next_k = first  # the next segment to submit
         self.next_write = first  # the next segment the outputs need
         self.renders: dict[Handle, _Render] = {}  # info handle -> the render
-        self.sent: dict[int, tuple[Handle, int]] = {}  # given to the stitcher, not yet written
+        self.sent: dict[int, _Render] = {}  # given to the stitcher, not yet written
         self.stitches: dict[Handle, int] = {}  # stitch result -> segment
         self.records: dict[Handle, int] = {}  # ledger write -> segment
         self.previous: Handle | None = None
@@ -109,8 +109,11 @@ class _Loop:
         self.next_write = first
         self.stitches = {}
         for k in sorted(self.sent):
-            self.stitches[self.executor.stitch(*self.sent[k])] = k
+            self._stitch(self.sent[k])
         return len(self.sent)
+
+    def _stitch(self, r: _Render) -> None:
+        self.stitches[self.executor.stitch(r.segment, self.timeline.shared_tail(r.k))] = r.k
 
     def _submit(self, plan: SegmentPlan, keys: Handle, after: Handle | None) -> Handle:
         worker = min(self.alive, key=lambda w: (self.load[w], w))
@@ -182,11 +185,21 @@ class _Loop:
         for part in info.restarted:
             self.stats.restarted(part, f"a {part} worker died and was started again; segment "
                                        f"{info.index} and the work in flight were done again")
-        self.sent[r.k] = (r.segment, self.timeline.shared_tail(r.k))
-        self.stitches[self.executor.stitch(*self.sent[r.k])] = r.k
+        self.sent[r.k] = r
+        self._stitch(r)
 
     def _stitched(self, handle: Handle) -> None:
-        result: StitchResult = self.executor.get([handle])[0]
+        try:
+            result: StitchResult = self.executor.get([handle])[0]
+        except Exception as exc:
+            if not self.executor.lost_input(exc):
+                raise
+            # The render was lost before the stitcher read it (its node died): make it again.
+            r = self.sent.pop(self.stitches.pop(handle))
+            self._submit(r.plan, r.keys, r.after)
+            self.stats.restarted("segment", f"segment {r.k} was lost before it was written "
+                                            f"({one_line(exc)}); it was rendered again")
+            return
         del self.stitches[handle]
         for k in result.emitted:
             self.sent.pop(k, None)

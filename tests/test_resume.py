@@ -209,10 +209,11 @@ def test_a_full_disk_is_one_line_and_the_job_resumes_once_there_is_room(tmp_path
 @pytest.mark.subprocess
 def test_ctrl_c_twice_still_finishes_the_files_and_the_report(tmp_path):
     ref, out = tmp_path / "ref.mp4", tmp_path / "out.mp4"
-    assert run(job(ref, 40, "--executor", "local"), tmp_path).returncode == 0
-    proc = subprocess.Popen(job(out, 40, "--executor", "local"), cwd=tmp_path,
+    # Long enough that the render is still running when the signals come, on a slow machine.
+    assert run(job(ref, 120, "--executor", "local"), tmp_path).returncode == 0
+    proc = subprocess.Popen(job(out, 120, "--executor", "local"), cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    while not (out.exists() and out.stat().st_size > len(ref.read_bytes()) // 3):
+    while not (out.exists() and out.stat().st_size > len(ref.read_bytes()) // 5):
         assert proc.poll() is None
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
@@ -223,8 +224,8 @@ def test_ctrl_c_twice_still_finishes_the_files_and_the_report(tmp_path):
     assert report(out)["status"] == "interrupted" and "Traceback" not in err
     held = decode(out)
     whole = len(held) // 10 * 10  # the last GOP was cut short by the stop: encoded alone
-    assert 0 < len(held) < 400 and np.array_equal(held[:whole], decode(ref)[:whole])
-    assert run(job(out, 40, "--executor", "local"), tmp_path).returncode == 0
+    assert 0 < len(held) < 1200 and np.array_equal(held[:whole], decode(ref)[:whole])
+    assert run(job(out, 120, "--executor", "local"), tmp_path).returncode == 0
     assert out.read_bytes() == ref.read_bytes()
 
 
