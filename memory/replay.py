@@ -11,7 +11,9 @@ Only one process writes; readers in other processes open their own environment.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +23,24 @@ import cv2
 import lmdb
 import numpy as np
 
-# Address space only: LMDB files grow with the data. A keyframe is a few kB, so this is
-# far beyond a 24 h job, and a fixed size avoids remapping while readers are open.
+# Address space only: LMDB files grow with the data. A keyframe is a few kB and an hour of
+# video about 20 MiB, so this is far beyond a 24 h job; a fixed size avoids remapping while
+# readers are open. LVP_MEMORY_GIB changes it (a full store says so, and resumes with more).
 DEFAULT_MAP_SIZE = 16 << 30
+MAP_SIZE_VARIABLE = "LVP_MEMORY_GIB"
+
+
+def configured_map_size() -> int:
+    """The store's map size: $LVP_MEMORY_GIB GiB, else DEFAULT_MAP_SIZE."""
+    value = os.environ.get(MAP_SIZE_VARIABLE)
+    try:
+        return max(1 << 16, int(float(value) * (1 << 30))) if value else DEFAULT_MAP_SIZE
+    except ValueError:
+        return DEFAULT_MAP_SIZE
+
+
+class MemoryFullError(RuntimeError):
+    """The store reached its map size."""
 STORE_NAME = "memory.lmdb"
 # Stage 1 checkpoints kept behind the newest: a resume starts a segment before the first one
 # the outputs lack, which is at most the segments in flight (2 per worker) behind.
@@ -63,8 +80,9 @@ class ReplayMemory:
     """LMDB-backed keyframe store. Open with readonly=True from any reader process."""
 
     def __init__(self, workdir: Path | str, readonly: bool = False,
-                 map_size: int = DEFAULT_MAP_SIZE) -> None:
+                 map_size: int | None = None) -> None:
         self.path = Path(workdir) / STORE_NAME
+        map_size = map_size or configured_map_size()
         if readonly and not self.path.exists():
             raise FileNotFoundError(f"no replay memory at {self.path}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,10 +118,22 @@ class ReplayMemory:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[lmdb.Transaction]:
+        """A write transaction; a full map is an error that says how to go on."""
+        try:
+            with self._env.begin(write=True) as txn:
+                yield txn
+        except lmdb.MapFullError:
+            size = self._env.info()["map_size"] / (1 << 30)
+            raise MemoryFullError(
+                f"the replay memory {self.path} is full (its map is {size:.4g} GiB); set "
+                f"{MAP_SIZE_VARIABLE} higher and run the same command again to resume") from None
+
     # keyframes
     def put_keyframe(self, t: float, image: np.ndarray, meta: dict[str, Any]) -> None:
         meta = {**meta, "t": t, "height": image.shape[0], "width": image.shape[1]}
-        with self._env.begin(write=True) as txn:
+        with self._write() as txn:
             txn.put(_time_key(b"kf/", t), encode_png(image))
             txn.put(_time_key(b"km/", t), json.dumps(meta).encode())
 
@@ -140,7 +170,7 @@ class ReplayMemory:
 
     # Stage 1 state at segment boundaries: only the last few are kept
     def put_checkpoint(self, segment: int, data: bytes) -> None:
-        with self._env.begin(write=True) as txn:
+        with self._write() as txn:
             txn.put(b"ck/%08d" % segment, data)
             cursor = txn.cursor()
             stale = []
@@ -158,7 +188,7 @@ class ReplayMemory:
 
     # ledger
     def mark_segment_done(self, index: int, info: dict[str, Any]) -> None:
-        with self._env.begin(write=True) as txn:
+        with self._write() as txn:
             txn.put(b"seg/%08d" % index, json.dumps(info).encode())
 
     def finished_segments(self) -> dict[int, dict[str, Any]]:
@@ -166,7 +196,7 @@ class ReplayMemory:
 
     # job
     def put_job(self, info: dict[str, Any]) -> None:
-        with self._env.begin(write=True) as txn:
+        with self._write() as txn:
             txn.put(b"job", json.dumps(info, default=str).encode())
 
     def job(self) -> dict[str, Any] | None:

@@ -356,3 +356,20 @@ def test_a_killed_render_with_hls_resumes_both_outputs(tmp_path):
     for segment in sorted(ref_hls.glob("*.ts")):
         assert (out_hls / segment.name).read_bytes() == segment.read_bytes(), segment.name
     assert sorted(p.name for p in out_hls.iterdir()) == sorted(p.name for p in ref_hls.iterdir())
+
+
+@pytest.mark.subprocess
+def test_a_full_replay_memory_is_one_line_and_resumes_with_a_larger_map(tmp_path):
+    ref, out = tmp_path / "ref.mp4", tmp_path / "out.mp4"
+    assert run(job(ref, 40, "--executor", "local"), tmp_path).returncode == 0
+    small = {**os.environ, "LVP_MEMORY_GIB": "0.0001"}  # about 100 KB: full mid-job
+    full = subprocess.run(job(out, 40, "--executor", "local"), cwd=tmp_path, env=small,
+                          capture_output=True, text=True, timeout=300)
+    assert full.returncode == 1 and full.stderr.count("\n") == 1, full.stderr
+    assert "replay memory" in full.stderr and "LVP_MEMORY_GIB" in full.stderr
+    again = subprocess.run(job(out, 40, "--executor", "local"), cwd=tmp_path,
+                           env={**os.environ, "LVP_MEMORY_GIB": "1"},
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "resuming this job" in again.stderr
+    assert out.read_bytes() == ref.read_bytes()
