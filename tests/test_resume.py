@@ -211,8 +211,11 @@ def test_ctrl_c_twice_still_finishes_the_files_and_the_report(tmp_path):
     ref, out = tmp_path / "ref.mp4", tmp_path / "out.mp4"
     # Long enough that the render is still running when the signals come, on a slow machine.
     assert run(job(ref, 120, "--executor", "local"), tmp_path).returncode == 0
+    # A shell runs background jobs with SIGINT ignored, and Python keeps an ignored SIGINT:
+    # give the render the default disposition, as a terminal's foreground job has.
     proc = subprocess.Popen(job(out, 120, "--executor", "local"), cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     while not (out.exists() and out.stat().st_size > len(ref.read_bytes()) // 5):
         assert proc.poll() is None
         time.sleep(0.02)
