@@ -88,7 +88,8 @@ def local_executor(timeline: Timeline, spec: JobSpec, blend: str,
         segments = SegmentStage(backend)
         outputs = output_config(spec)
         stitcher = Stitcher(open_sinks(outputs, start.written), blend=blend,
-                            probe=probe_plan(spec), start=start, carry=carry_file(spec, outputs))
+                            probe=probe_plan(spec), start=start, carry=carry_file(spec, outputs),
+                            encoding=outputs.encoding)
         limit_threads(backend.config.threads)  # as in the actors: the same frames
     except BaseException:
         memory.close()
@@ -240,6 +241,7 @@ def build_report(spec: JobSpec, timeline: Timeline, totals: RunTotals, wall: flo
         "keyframe_times": keyframe_times,
         "keyframes_made": totals.keyframes,
         "stage_seconds": vars(totals.stage_seconds),
+        "shipped_bytes": totals.shipped_bytes,  # segment workers -> stitcher
         "peak_memory": totals.peak_memory(),
         "temporal": totals.temporal(),
         **totals.timing(wall),
