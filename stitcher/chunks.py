@@ -24,7 +24,7 @@ from stitcher import sinks
 from stitcher.encoder import EncodedVideo
 from stitcher.probe import MeasuredSteps, measure_steps
 
-ENCODER_THREADS = 2  # x264's output depends on its thread count: one value everywhere
+ENCODER_THREADS = 1  # x264 output depends on its thread count: one value everywhere (a worker has one CPU)
 # x264 delays decoding timestamps by its B-frame reorder depth (2 with b-pyramid, 0 without
 # B-frames), and a chunk too short for B-frames gets none: one fixed delay for every chunk
 # keeps them increasing from chunk to chunk.
@@ -101,9 +101,11 @@ class LosslessFrames:
             return np.empty(self.shape, np.uint8)
         context = av.CodecContext.create("h264", "r")
         context.thread_count = 1
-        frames = [f.to_ndarray(format="rgb24") for data in self.packets
-                  for f in context.decode(av.Packet(data))]
-        frames.extend(f.to_ndarray(format="rgb24") for f in context.decode(None))
+        decoded = [f for data in self.packets for f in context.decode(av.Packet(data))]
+        decoded.extend(context.decode(None))
+        # x264 codes RGB as planar GBR; PyAV reads those planes back as RGB without swscale.
+        frames = [f.to_ndarray() if f.format.name == "gbrp" else f.to_ndarray(format="rgb24")
+                  for f in decoded]
         if len(frames) != self.shape[0]:
             raise ValueError(f"decoded {len(frames)} of {self.shape[0]} overlap frames")
         return np.stack(frames)
