@@ -107,7 +107,10 @@ class Stitcher:
         if len(start.carried):
             if start.written + len(start.carried) != start.frame_start:
                 raise ValueError("carried frames do not end where the resume starts")
-            self._write(start.carried)
+            if encoding is not None and not encoded_carry:  # a carry of raw frames, kept by
+                # an lvp that encoded in the stitcher alone: one chunk from the resume point
+                self.recent = encode_chunk(encoding, start.carried, start.written)
+            self._write(self.recent)
             if self.probe is not None and not encoded_carry:
                 self.probe.observe(start.written, start.carried)
         elif encoding is not None:

@@ -217,3 +217,21 @@ def test_overlap_frames_travel_without_loss():
     assert packed.nbytes < frames.nbytes
     empty = LosslessFrames.pack(frames[:0])
     assert len(empty) == 0 and empty.unpack().shape == (0, 48, 80, 3)
+
+
+def test_a_carry_of_raw_frames_resumes_into_an_encoding_stitcher(tmp_path):
+    """A carry kept by an lvp that encoded in the stitcher alone (raw frames) still resumes."""
+    spec, timeline, outputs = _setup(tmp_path)
+    segments = _render_segments(timeline)
+    carry = CarryFile(tmp_path, outputs.encoding.keyint)
+    raw = Stitcher([_Frames()], carry=carry)
+    for segment in segments[:2]:
+        raw.add(*segment)
+    saved = carry.load()
+    assert isinstance(saved.frames, np.ndarray)
+    start = resume_point(timeline, saved.frame_start + (-saved.frame_start) % spec.fps, saved)
+    sink = PacketSink()
+    resumed = Stitcher([sink], start=start, encoding=outputs.encoding, carry=carry)
+    for segment in segments[2:]:
+        resumed.add(*segment)
+    assert sorted(sink.packets) == list(range(start.written, spec.total_frames))
