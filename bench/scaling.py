@@ -90,6 +90,7 @@ def figures(report: dict, seconds: float) -> dict:
             "throughput": round(seconds / loop, 3),
             "stage1_s_per_video_s": round(stages["keyframe"] / seconds, 4),
             "stitcher_s_per_video_s": round((stages["blend"] + stages["encode"]) / seconds, 4),
+            "worker_encode_s_per_video_s": round(stages.get("segment_encode", 0.0) / seconds, 4),
             "object_store_MB_per_video_s": round(report["shipped_bytes"] / seconds / 1e6, 3)}
 
 
@@ -102,6 +103,8 @@ def main() -> None:
     parser.add_argument("--keyframe-cost", type=float, default=0.01)
     parser.add_argument("--size", default="256x256")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--chain-workers", type=int, default=8,
+                        help="worker count of the keyframes-first vs chain comparison")
     parser.add_argument("--two-nodes", action="store_true",
                         help="also render with the segment actors on a second Ray node")
     parser.add_argument("--smoke", action="store_true", help="tiny inputs: checks that it runs")
@@ -121,7 +124,7 @@ def main() -> None:
         costs.write_text(json.dumps({"segment_seconds": args.segment_cost,
                                      "keyframe_seconds": args.keyframe_cost}))
         print("workers | loop s | throughput (video s/s) | efficiency | ideal | Stage 1 s/video s | "
-              "stitcher s/video s | object store MB/video s", flush=True)
+              "stitcher s/video s | worker encode s/video s | object store MB/video s", flush=True)
         base = None
         for n in counts:
             row = figures(render(folder, f"w{n}", address, env, costs, args.seconds, args.size, n),
@@ -132,19 +135,41 @@ def main() -> None:
             results["runs"][n] = row
             print(f"{n} | {row['loop_s']} | {row['throughput']} | {row['efficiency']} | "
                   f"{row['ideal_throughput']} | {row['stage1_s_per_video_s']} | "
-                  f"{row['stitcher_s_per_video_s']} | {row['object_store_MB_per_video_s']}",
+                  f"{row['stitcher_s_per_video_s']} | {row['worker_encode_s_per_video_s']} | "
+                  f"{row['object_store_MB_per_video_s']}",
                   flush=True)
-        n = max(counts)
+        n = args.chain_workers if args.chain_workers in counts else max(counts)
         chain = figures(render(folder, "chain", address, env, costs, args.seconds, args.size, n,
                                "--schedule", "chain"), args.seconds)
         results["chain"] = {"workers": n, **chain}
         print(f"keyframes-first vs chain at {n} workers: throughput {results['runs'][n]['throughput']}"
               f" vs {chain['throughput']} "
               f"({results['runs'][n]['throughput'] / chain['throughput']:.2f}x)", flush=True)
+        results["caps"] = caps(results["runs"], os.cpu_count() or 1)
+        print(f"serial cap (1 / the slower of Stage 1 and the stitcher, s per video s, at "
+              f"{max(counts)} workers): {results['caps']['serial']} video s/s; CPU cap ({os.cpu_count()} "
+              f"cores / CPU seconds per video s of Stage 1, stitcher and worker encodes): "
+              f"{results['caps']['cpu']} video s/s; {max(counts)} workers reach "
+              f"{results['caps']['efficiency_vs_cap']:.0%} of min({max(counts)} x one worker, "
+              f"serial cap)", flush=True)
         if args.two_nodes:
             results["two_nodes"] = two_nodes(folder, env, costs, args, n)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+
+
+def caps(runs: dict, cpus: int) -> dict:
+    """What caps the speed-up, measured at the largest worker count: the serial parts (Stage 1
+    and the stitcher run beside each other, so the slower one), and on a small machine the CPU
+    every part needs (the workers' encodes share its cores; on GPU nodes each has its own)."""
+    most = max(runs)
+    row = runs[most]
+    serial = 1.0 / max(row["stage1_s_per_video_s"], row["stitcher_s_per_video_s"])
+    cpu = cpus / (row["stage1_s_per_video_s"] + row["stitcher_s_per_video_s"]
+                  + row["worker_encode_s_per_video_s"])
+    bound = min(most * runs[min(runs)]["throughput"] / min(runs), serial)
+    return {"serial": round(serial, 2), "cpu": round(cpu, 2),
+            "efficiency_vs_cap": row["throughput"] / bound}
 
 
 def loopback_bytes() -> int:
