@@ -6,6 +6,7 @@ The same objects run in one process under engine.executor.LocalExecutor.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import warnings
 from pathlib import Path
 
@@ -66,12 +67,17 @@ class KeyframeActor:
 
 @ray.remote(concurrency_groups={"health": 1})
 class SegmentActor:
-    """Stage 2: renders whole segments, one at a time; `ping` answers on its own thread."""
+    """Stage 2: renders whole segments, one at a time, and encodes them; `ping` answers on its
+    own thread.
+
+    Started with max_concurrency=2 (RayExecutor), it encodes one segment while the model
+    renders the next: a GPU model's worker keeps its GPU busy while its CPU encodes."""
 
     def __init__(self, backend: str, config: BackendConfig,
                  encoding: EncodeSettings | None = None) -> None:
         self.stage = SegmentStage(create_backend(backend, config))
         self.encoding = encoding  # None: the stitcher encodes, raw frames travel to it
+        self.model_lock = threading.Lock()  # one render at a time; encodes run beside it
         limit_threads(config.threads)
         self.unreported_restart = was_restarted()
 
@@ -80,7 +86,8 @@ class SegmentActor:
 
     def take_restart(self) -> bool:
         """Whether this actor restarted and no result has said so yet (and now it has)."""
-        restarted, self.unreported_restart = self.unreported_restart, False
+        with self.model_lock:
+            restarted, self.unreported_restart = self.unreported_restart, False
         return restarted
 
     @ray.method(concurrency_group="health")
@@ -97,14 +104,15 @@ class SegmentActor:
         # `after` only exists for the autoregressive-chain baseline of the benchmarks: Ray
         # starts this task once the previous segment is done and ships it here, the way
         # chain extenders condition on the last frames of the segment before.
-        segment = self.stage.render(plan, keys)
+        with self.model_lock:
+            segment = self.stage.render(plan, keys)
+            restarted, self.unreported_restart = self.unreported_restart, False
         result: RenderedSegment | PackagedSegment = segment
         if self.encoding is not None:
             result = package_segment(segment.index, segment.frame_start, segment.frames,
                                      *overlaps, self.encoding, segment.model_seconds)
         info = rendered_stats(keys, segment, result if self.encoding is not None else None)
-        if self.unreported_restart:
-            self.unreported_restart = False
+        if restarted:
             info = dataclasses.replace(info, restarted=(*info.restarted, "segment"))
         return info, result
 

@@ -71,7 +71,7 @@ class RayExecutor(Executor):
         # Spread over the nodes: losing one node loses as few workers as it can.
         self.segment_actors = [
             SegmentActor.options(num_cpus=1, num_gpus=gpus_per_worker, scheduling_strategy="SPREAD",
-                                 **restartable).remote(backend, config, encoding)
+                                 max_concurrency=2, **restartable).remote(backend, config, encoding)
             for _ in range(workers)]
 
     def _stitcher(self, start: ResumePoint | None) -> ray.actor.ActorHandle:
