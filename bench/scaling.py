@@ -148,7 +148,8 @@ def main() -> None:
         results["caps"] = caps(results["runs"], os.cpu_count() or 1)
         print(f"serial cap (1 / the slower of Stage 1 and the stitcher, s per video s, at "
               f"{max(counts)} workers): {results['caps']['serial']} video s/s; CPU cap ({os.cpu_count()} "
-              f"cores / CPU seconds per video s of Stage 1, stitcher and worker encodes): "
+              f"cores / CPU seconds per video s of Stage 1, stitcher and worker encodes, one "
+              f"worker): "
               f"{results['caps']['cpu']} video s/s; {max(counts)} workers reach "
               f"{results['caps']['efficiency_vs_cap']:.0%} of min({max(counts)} x one worker, "
               f"serial cap)", flush=True)
@@ -162,11 +163,12 @@ def caps(runs: dict, cpus: int) -> dict:
     """What caps the speed-up, measured at the largest worker count: the serial parts (Stage 1
     and the stitcher run beside each other, so the slower one), and on a small machine the CPU
     every part needs (the workers' encodes share its cores; on GPU nodes each has its own)."""
-    most = max(runs)
+    most, one = max(runs), runs[min(runs)]
     row = runs[most]
     serial = 1.0 / max(row["stage1_s_per_video_s"], row["stitcher_s_per_video_s"])
-    cpu = cpus / (row["stage1_s_per_video_s"] + row["stitcher_s_per_video_s"]
-                  + row["worker_encode_s_per_video_s"])
+    # CPU seconds per video second, taken where nothing competes for the cores (one worker).
+    cpu = cpus / (one["stage1_s_per_video_s"] + one["stitcher_s_per_video_s"]
+                  + one["worker_encode_s_per_video_s"])
     bound = min(most * runs[min(runs)]["throughput"] / min(runs), serial)
     return {"serial": round(serial, 2), "cpu": round(cpu, 2),
             "efficiency_vs_cap": row["throughput"] / bound}
