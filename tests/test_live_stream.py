@@ -119,8 +119,8 @@ class Poller:
                 if not frames:
                     self.errors.append(f"{uri}: no frames")
                 self.data[uri] = got.content
+                self.listed_at[uri] = time.time()  # before `segments`, which the test watches
                 self.segments[uri] = (self.video, colour(frames))
-                self.listed_at[uri] = time.time()
                 self.video += duration
         now = time.time()
         for uri in self._listed:
