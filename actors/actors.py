@@ -6,6 +6,7 @@ The same objects run in one process under engine.executor.LocalExecutor.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import warnings
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from engine.threads import limit_threads
 from engine.timeline import SegmentPlan, Timeline
 from memory.replay import ReplayMemory
 from stitcher.carry import CarryFile
+from stitcher.chunks import EncodeSettings, PackagedSegment, package_segment
 from stitcher.outputs import OutputConfig, open_sinks
 from stitcher.probe import ProbePlan
 from stitcher.stitch import ResumePoint, Stitcher, StitchStats
@@ -65,10 +67,17 @@ class KeyframeActor:
 
 @ray.remote(concurrency_groups={"health": 1})
 class SegmentActor:
-    """Stage 2: renders whole segments, one at a time; `ping` answers on its own thread."""
+    """Stage 2: renders whole segments, one at a time, and encodes them; `ping` answers on its
+    own thread.
 
-    def __init__(self, backend: str, config: BackendConfig) -> None:
+    Started with max_concurrency=2 (RayExecutor), it encodes one segment while the model
+    renders the next: a GPU model's worker keeps its GPU busy while its CPU encodes."""
+
+    def __init__(self, backend: str, config: BackendConfig,
+                 encoding: EncodeSettings | None = None) -> None:
         self.stage = SegmentStage(create_backend(backend, config))
+        self.encoding = encoding  # None: the stitcher encodes, raw frames travel to it
+        self.model_lock = threading.Lock()  # one render at a time; encodes run beside it
         limit_threads(config.threads)
         self.unreported_restart = was_restarted()
 
@@ -77,7 +86,8 @@ class SegmentActor:
 
     def take_restart(self) -> bool:
         """Whether this actor restarted and no result has said so yet (and now it has)."""
-        restarted, self.unreported_restart = self.unreported_restart, False
+        with self.model_lock:
+            restarted, self.unreported_restart = self.unreported_restart, False
         return restarted
 
     @ray.method(concurrency_group="health")
@@ -86,16 +96,25 @@ class SegmentActor:
 
     @ray.method(num_returns=2)
     def render(self, plan: SegmentPlan, keys: SegmentKeyframes,
-               after: RenderedSegment | None = None) -> tuple[SegmentRendered, RenderedSegment]:
+               after: RenderedSegment | PackagedSegment | None = None,
+               overlaps: tuple[int, int] = (0, 0)
+               ) -> tuple[SegmentRendered, RenderedSegment | PackagedSegment]:
+        """Render a segment; with encoding settings, encode the frames between its `overlaps`
+        (frames shared with the segment before, and after) and send those packets."""
         # `after` only exists for the autoregressive-chain baseline of the benchmarks: Ray
         # starts this task once the previous segment is done and ships it here, the way
         # chain extenders condition on the last frames of the segment before.
-        segment = self.stage.render(plan, keys)
-        info = rendered_stats(keys, segment)
-        if self.unreported_restart:
-            self.unreported_restart = False
+        with self.model_lock:
+            segment = self.stage.render(plan, keys)
+            restarted, self.unreported_restart = self.unreported_restart, False
+        result: RenderedSegment | PackagedSegment = segment
+        if self.encoding is not None:
+            result = package_segment(segment.index, segment.frame_start, segment.frames,
+                                     *overlaps, self.encoding, segment.model_seconds)
+        info = rendered_stats(keys, segment, result if self.encoding is not None else None)
+        if restarted:
             info = dataclasses.replace(info, restarted=(*info.restarted, "segment"))
-        return info, segment
+        return info, result
 
 
 @ray.remote
@@ -107,13 +126,18 @@ class StitcherActor:
                  threads: int = 1) -> None:
         start = start or ResumePoint()
         self.stitcher = Stitcher(open_sinks(outputs, start.written), blend=blend, probe=probe,
-                                 start=start, carry=carry)
+                                 start=start, carry=carry, encoding=outputs.encoding)
         limit_threads(threads)
 
     def ready(self) -> None:
         """Returns once the outputs are open."""
 
-    def add(self, segment: RenderedSegment, shared_tail: int) -> StitchStats:
+    def add(self, segment: RenderedSegment | PackagedSegment, shared_tail: int) -> StitchStats:
+        if isinstance(segment, PackagedSegment):
+            if len(segment.tail) != shared_tail:
+                raise ValueError(f"segment {segment.index} was encoded for a shared tail of "
+                                 f"{len(segment.tail)} frames, not {shared_tail}")
+            return self.stitcher.add_packaged(segment)
         return self.stitcher.add(segment.index, segment.frame_start, segment.frames, shared_tail)
 
     def close(self) -> int:

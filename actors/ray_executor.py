@@ -54,6 +54,10 @@ class RayExecutor(Executor):
         self.outputs = outputs
         self.blend = blend
         self.probe = probe
+        # The segment workers encode the frames no neighbour shares (stitcher.chunks), so the
+        # stitcher encodes only the blends and raw frames do not cross the object store.
+        # LVP_ENCODE_IN_STITCHER=1 sends raw frames instead: the benchmarks' before case.
+        encoding = None if os.environ.get("LVP_ENCODE_IN_STITCHER") == "1" else outputs.encoding
         self.here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
                                                    soft=False)
         restartable = {"max_restarts": WORKER_RESTARTS, "max_task_retries": WORKER_RESTARTS}
@@ -67,7 +71,7 @@ class RayExecutor(Executor):
         # Spread over the nodes: losing one node loses as few workers as it can.
         self.segment_actors = [
             SegmentActor.options(num_cpus=1, num_gpus=gpus_per_worker, scheduling_strategy="SPREAD",
-                                 **restartable).remote(backend, config)
+                                 max_concurrency=2, **restartable).remote(backend, config, encoding)
             for _ in range(workers)]
 
     def _stitcher(self, start: ResumePoint | None) -> ray.actor.ActorHandle:
@@ -120,7 +124,9 @@ class RayExecutor(Executor):
 
     def render(self, worker: int, plan: SegmentPlan, keys: ray.ObjectRef,
                after: ray.ObjectRef | None = None) -> tuple[ray.ObjectRef, ray.ObjectRef]:
-        return self.segment_actors[worker].render.remote(plan, keys, after)
+        k = plan.index
+        overlaps = (self.timeline.shared_tail(k - 1) if k > 0 else 0, self.timeline.shared_tail(k))
+        return self.segment_actors[worker].render.remote(plan, keys, after, overlaps)
 
     def stitch(self, segment: ray.ObjectRef, shared_tail: int) -> ray.ObjectRef:
         return self.stitcher.add.remote(segment, shared_tail)

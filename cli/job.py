@@ -94,7 +94,8 @@ def local_executor(timeline: Timeline, spec: JobSpec, blend: str,
         carry = (LiveCarry(outputs.gop_frames, keep=math.ceil(live.ahead / spec.segment_seconds) + 2)
                  if live is not None and outputs.audio is None else carry_file(spec, outputs))
         stitcher = Stitcher(open_sinks(outputs, start.written), blend=blend,
-                            probe=probe_plan(spec), start=start, carry=carry)
+                            probe=probe_plan(spec), start=start, carry=carry,
+                            encoding=outputs.encoding)
         limit_threads(backend.config.threads)  # as in the actors: the same frames
     except BaseException:
         memory.close()
@@ -246,6 +247,7 @@ def build_report(spec: JobSpec, timeline: Timeline, totals: RunTotals, wall: flo
         "keyframe_times": keyframe_times,
         "keyframes_made": totals.keyframes,
         "stage_seconds": vars(totals.stage_seconds),
+        "shipped_bytes": totals.shipped_bytes,  # segment workers -> stitcher
         "peak_memory": totals.peak_memory(),
         "temporal": totals.temporal(),
         **totals.timing(wall),

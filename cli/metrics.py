@@ -18,7 +18,8 @@ _SEAM_BUCKETS = (1.0, 1.1, 1.2, 1.5, 2.0, 3.0, 5.0, 10.0)
 class PrometheusLogger(StatLogger):
     """A private registry per job, so tests and repeated jobs never collide.
 
-    Stage names match the run report's `stage_seconds`: keyframe, render, blend, encode.
+    Stage names match the run report's `stage_seconds`: keyframe, render, blend, encode
+    (the stitcher's), segment_encode (in the segment workers).
     """
 
     def __init__(self, fps: int) -> None:
@@ -31,6 +32,8 @@ class PrometheusLogger(StatLogger):
                                  registry=r)
         self.stage_seconds = Histogram("lvp_stage_seconds", "Seconds per call of each stage",
                                        ["stage"], buckets=_BUCKETS, registry=r)
+        self.shipped = Counter("lvp_shipped_bytes", "Bytes the segment workers sent the "
+                               "stitcher (encoded frames and the raw overlaps)", registry=r)
         self.realtime_factor = Gauge("lvp_realtime_factor",
                                      "Video seconds written per wall-clock second since launch",
                                      registry=r)
@@ -60,6 +63,8 @@ class PrometheusLogger(StatLogger):
     def rendered(self, stats: SegmentRendered) -> None:
         self.stage_seconds.labels("render").observe(stats.render_seconds)
         self.stage_seconds.labels("keyframe").observe(stats.keyframe_seconds)
+        self.stage_seconds.labels("segment_encode").observe(stats.encode_seconds)
+        self.shipped.inc(stats.shipped_bytes)
         self.keyframes.inc(stats.keyframes_made)
         for stage, peak in (("segment", stats.memory), ("keyframe", stats.keyframe_memory)):
             if peak is not None:  # a peak only grows; a result arriving late may hold a lower one

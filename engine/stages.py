@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -17,6 +17,9 @@ from engine.models.base import Backend, Keyframe, MemoryView
 from engine.peak_memory import PeakMemory, peak_memory
 from engine.stats import SegmentRendered
 from engine.timeline import CONTEXT_KEYFRAMES, SegmentPlan, Timeline
+
+if TYPE_CHECKING:
+    from stitcher.chunks import PackagedSegment
 
 HISTORY = 4  # short-term context: the last few keyframes
 KEEP_BACK = 64  # how far back a restart looks for stored state (memory.replay keeps 64)
@@ -204,10 +207,14 @@ class SegmentStage:
         return RenderedSegment(plan.index, plan.frame_start, frames, seconds)
 
 
-def rendered_stats(keys: SegmentKeyframes, segment: RenderedSegment) -> SegmentRendered:
+def rendered_stats(keys: SegmentKeyframes, segment: RenderedSegment,
+                   encoded: PackagedSegment | None = None) -> SegmentRendered:
     """The small half of a render result: what the loop's stat loggers need. Called where the
-    segment was rendered, so `memory` is that worker's peak."""
+    segment was rendered, so `memory` is that worker's peak. `encoded`: the segment as its
+    worker encoded it for the stitcher."""
     return SegmentRendered(segment.index, len(segment.frames), segment.model_seconds,
                            keys.model_seconds, keys.made,
                            restarted=("keyframe",) if keys.restarted else (),
-                           memory=peak_memory(), keyframe_memory=keys.peak_memory)
+                           memory=peak_memory(), keyframe_memory=keys.peak_memory,
+                           encode_seconds=encoded.encode_seconds if encoded else 0.0,
+                           shipped_bytes=encoded.nbytes if encoded else segment.frames.nbytes)

@@ -30,6 +30,10 @@ class SegmentRendered:
     # GPU memory where they use CUDA, else peak RSS (engine.peak_memory).
     memory: PeakMemory | None = None
     keyframe_memory: PeakMemory | None = None
+    # Where the segment's worker encoded its own frames (stitcher.chunks): seconds it spent
+    # encoding, and the bytes it sent the stitcher (raw frames when it did not encode).
+    encode_seconds: float = 0.0
+    shipped_bytes: int = 0
 
 
 class SeamFigure(Protocol):
@@ -138,6 +142,7 @@ class StageSeconds:
     render: float = 0.0
     blend: float = 0.0
     encode: float = 0.0
+    segment_encode: float = 0.0  # encoding in the segment workers, beside their renders
 
 
 class RunTotals(StatLogger):
@@ -150,6 +155,7 @@ class RunTotals(StatLogger):
         self.restarts: list[dict[str, str]] = []
         self.keyframes = 0
         self.segments_rendered = 0  # Stage 2 results this run (a resume renders some again)
+        self.shipped_bytes = 0  # from the segment workers to the stitcher
         self.segments_done: list[int] = []
         self.stage_seconds = StageSeconds()
         self.startup_seconds: float | None = None
@@ -167,6 +173,8 @@ class RunTotals(StatLogger):
     def rendered(self, stats: SegmentRendered) -> None:
         self.stage_seconds.keyframe += stats.keyframe_seconds
         self.stage_seconds.render += stats.render_seconds
+        self.stage_seconds.segment_encode += stats.encode_seconds
+        self.shipped_bytes += stats.shipped_bytes
         self.keyframes += stats.keyframes_made
         self.segments_rendered += 1
         for stage, peak in (("segment", stats.memory), ("keyframe", stats.keyframe_memory)):

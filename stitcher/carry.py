@@ -20,6 +20,7 @@ import numpy as np
 
 from engine.resume import first_segment_for
 from engine.timeline import Timeline
+from stitcher.encoder import EncodedVideo
 from stitcher.stitch import ResumePoint
 
 CARRY_NAME = "stitch-carry.npz"
@@ -31,8 +32,9 @@ CARRY_GOPS = 2  # a GOP's fragment is written when the next GOP's first packet i
 class Carry:
     segment: int  # the last segment written
     frame_start: int  # global index of frames[0]
-    frames: np.ndarray  # output frames [frame_start, stop), blended and final
+    frames: np.ndarray | EncodedVideo  # output frames [frame_start, stop), final (or encoded)
     held: np.ndarray  # the segment's raw tail, blended into the next segment's head
+    size: tuple[int, int] | None = None  # (height, width) of encoded frames
 
     @property
     def stop(self) -> int:
@@ -52,17 +54,26 @@ class CarryFile:
         whole = frames_out - frames_out % self.gop_frames
         return max(0, whole - (CARRY_GOPS - 1) * self.gop_frames)
 
-    def save(self, segment: int, frame_start: int, frames: np.ndarray, held: np.ndarray) -> None:
+    def save(self, segment: int, frame_start: int, frames: np.ndarray | EncodedVideo,
+             held: np.ndarray, size: tuple[int, int] | None = None) -> None:
         """Replace the carry: segment `segment` was written, `frames` are the output frames
-        from `frame_start` on, `held` its tail."""
+        from `frame_start` on (raw, or encoded ones of `size` (height, width)), `held` its tail."""
         if frames.nbytes + held.nbytes > MAX_CARRY_BYTES:
             self.discard()  # an older carry no longer matches the outputs
             return
+        if isinstance(frames, EncodedVideo):
+            if size is None:
+                raise ValueError("encoded frames need their size")
+            video = {"data": np.frombuffer(frames.data, np.uint8), "sizes": frames.sizes,
+                     "pts": frames.pts, "dts": frames.dts, "keyframe": frames.keyframe,
+                     "count": np.int64(frames.frames), "size": np.array(size, np.int64)}
+        else:
+            video = {"frames": frames}
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             with open(tmp, "wb") as file:
                 np.savez(file, segment=np.int64(segment), frame_start=np.int64(frame_start),
-                         frames=frames, held=held)
+                         held=held, **video)
             os.replace(tmp, self.path)
         except OSError:  # a full disk: the outputs fail next; leave no temp file behind
             tmp.unlink(missing_ok=True)
@@ -73,8 +84,13 @@ class CarryFile:
         after a machine crash: the resume then renders those segments again)."""
         try:
             with np.load(self.path, allow_pickle=False) as data:
-                return Carry(int(data["segment"]), int(data["frame_start"]), data["frames"],
-                             data["held"])
+                start = int(data["frame_start"])
+                if "frames" in data:
+                    return Carry(int(data["segment"]), start, data["frames"], data["held"])
+                video = EncodedVideo(start, int(data["count"]), data["data"].tobytes(),
+                                     data["sizes"], data["pts"], data["dts"], data["keyframe"])
+                height, width = (int(v) for v in data["size"])
+                return Carry(int(data["segment"]), start, video, data["held"], (height, width))
         except (OSError, ValueError, KeyError, EOFError):
             return None
 
@@ -87,8 +103,9 @@ class LiveCarry:
     """A live stream's carry, in memory: the Carry after each of the last `keep` segments
     written, so a prompt change can take back the unlisted video after any of them and go on
     from there (Stitcher.rewind with `rewind_point`). Each holds under a GOP of output frames
-    (from the GOP the next segment starts in) and the segment's raw tail, copied: some 7 MB
-    at 256x256; `keep` covers the video held back (--ahead) and the segment being written."""
+    (from the GOP the next segment starts in, encoded when the stitcher encodes) and the
+    segment's raw tail, copied: under 2 MB at 256x256 (7 MB raw); `keep` covers the video
+    held back (--ahead) and the segment being written."""
 
     def __init__(self, gop_frames: int, keep: int = 4) -> None:
         self.gop_frames = gop_frames
@@ -98,8 +115,10 @@ class LiveCarry:
     def keep_from(self, frames_out: int) -> int:
         return frames_out - frames_out % self.gop_frames
 
-    def save(self, segment: int, frame_start: int, frames: np.ndarray, held: np.ndarray) -> None:
-        self.carries[segment] = Carry(segment, frame_start, frames.copy(), held.copy())
+    def save(self, segment: int, frame_start: int, frames: np.ndarray | EncodedVideo,
+             held: np.ndarray, size: tuple[int, int] | None = None) -> None:
+        kept = frames if isinstance(frames, EncodedVideo) else frames.copy()  # encoded: bytes
+        self.carries[segment] = Carry(segment, frame_start, kept, held.copy(), size)
         for old in sorted(self.carries)[:-self.keep]:
             del self.carries[old]
 
@@ -130,8 +149,10 @@ def resume_point(timeline: Timeline, written: int, carry: Carry | None) -> Resum
     if written == 0:
         return ResumePoint()
     if carry is not None and _fits(timeline, written, carry):
-        return ResumePoint(carry.segment + 1, carry.stop, written,
-                           carried=carry.frames[min(written, carry.stop) - carry.frame_start:],
+        frame = min(written, carry.stop)
+        carried = carry.frames.from_frame(frame) if isinstance(carry.frames, EncodedVideo) \
+            else carry.frames[frame - carry.frame_start:]
+        return ResumePoint(carry.segment + 1, carry.stop, written, carried=carried,
                            held=carry.held)
     first = first_segment_for(timeline, written)
     return ResumePoint(first, timeline.frame_start(first), written)
@@ -145,6 +166,14 @@ def _fits(timeline: Timeline, written: int, carry: Carry) -> bool:
     reach = timeline.frame_start(k + 2) if k + 2 < timeline.num_segments \
         else timeline.spec.total_frames
     frame_shape = (timeline.spec.height, timeline.spec.width, 3)
+    if isinstance(carry.frames, EncodedVideo):
+        shape_fits = carry.size == frame_shape[:2]
+        # The outputs commit whole GOPs, and the carry starts one: `written` starts a GOP.
+        starts_gop = written >= carry.stop or written == carry.frame_start or bool(
+            (carry.frames.keyframe & (carry.frames.pts == written)).any())
+    else:
+        shape_fits = carry.frames.shape[1:] == frame_shape
+        starts_gop = True
     return (carry.frame_start <= written <= reach and carry.stop == timeline.frame_start(k + 1)
-            and len(carry.held) == timeline.shared_tail(k)
-            and carry.frames.shape[1:] == frame_shape and carry.held.shape[1:] == frame_shape)
+            and len(carry.held) == timeline.shared_tail(k) and shape_fits and starts_gop
+            and (not len(carry.held) or carry.held.shape[1:] == frame_shape))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from stitcher import resume
 from stitcher.audio_track import AudioInput
+from stitcher.chunks import EncodeSettings
 from stitcher.playlist import LiveHLS
 from stitcher.resume import resume_backup
 from stitcher.sinks import FragmentedMP4Sink, HLSSink, SharedEncoderSink, Sink
@@ -33,6 +34,12 @@ class OutputConfig:
         """Frames per GOP: an IDR starts every HLS segment and MP4 fragment."""
         seconds = self.hls_segment_seconds if self.hls is not None else MP4_GOP_SECONDS
         return max(1, round(seconds * self.fps))
+
+    @property
+    def encoding(self) -> EncodeSettings:
+        """What every encoder of this video uses, in the stitcher and in the segment workers."""
+        return EncodeSettings(self.fps, self.width, self.height, self.crf, self.preset,
+                              self.gop_frames)
 
 
 def committed_frames(cfg: OutputConfig, whole_gops: bool = True) -> int:

@@ -86,28 +86,51 @@ class TemporalProbe:
     def observe(self, frame_start: int, frames: np.ndarray) -> tuple[SeamQuality, ...]:
         """Take frames written at global indices frame_start, ...; returns the seams whose
         windows became complete."""
-        if frame_start != self._next_frame:
-            raise ValueError(f"probe expected frame {self._next_frame}, got {frame_start}")
-        key_sum = other_sum = 0.0
-        key_n = other_n = 0
-        seams = []
+        self._expect(frame_start)
+        seams: list[SeamQuality] = []
         for frame in frames:
             small = _downscale(frame)
-            if self._last is not None:
-                step = float(np.abs(small - self._last).mean())
-                self._steps.append(step)
-                if self._next_frame % self.plan.fps == 0:
-                    key_sum, key_n = key_sum + step, key_n + 1
-                else:
-                    other_sum, other_n = other_sum + step, other_n + 1
+            step = None if self._last is None else _step(self._last, small)
             self._last = small
-            self._next_frame += 1
-            if self._next_frame - 1 == self._seam_complete_at():
-                seams.append(self._seam())
-        t = self.totals
-        self.totals = StepTotals(t.keyframe_sum + key_sum, t.keyframe_count + key_n,
-                                 t.other_sum + other_sum, t.other_count + other_n)
+            self._take(step, seams)
         return tuple(seams)
+
+    def observe_measured(self, frame_start: int, measured: MeasuredSteps) -> tuple[SeamQuality, ...]:
+        """Like observe, for frames measured where they were (measure_steps). A probe that
+        starts inside them (a resumed run) takes the frames from its start on."""
+        skip = self._next_frame - frame_start
+        if not 0 <= skip < measured.frames:
+            self._expect(frame_start)
+        seams: list[SeamQuality] = []
+        if skip == 0:
+            first = None if self._last is None else _step(self._last, measured.first)
+            self._take(first, seams)
+        else:
+            self._take(None, seams)  # the frame before this probe's first is not seen
+        for step in measured.steps[skip:]:
+            self._take(float(step), seams)
+        self._last = measured.last
+        return tuple(seams)
+
+    def _expect(self, frame_start: int) -> None:
+        if frame_start != self._next_frame:
+            raise ValueError(f"probe expected frame {self._next_frame}, got {frame_start}")
+
+    def _take(self, step: float | None, seams: list[SeamQuality]) -> None:
+        """Account for the next frame, `step` being its step from the frame before (None: the
+        first frame seen)."""
+        if step is not None:
+            self._steps.append(step)
+            t = self.totals
+            if self._next_frame % self.plan.fps == 0:
+                self.totals = StepTotals(t.keyframe_sum + step, t.keyframe_count + 1,
+                                         t.other_sum, t.other_count)
+            else:
+                self.totals = StepTotals(t.keyframe_sum, t.keyframe_count,
+                                         t.other_sum + step, t.other_count + 1)
+        self._next_frame += 1
+        if self._next_frame - 1 == self._seam_complete_at():
+            seams.append(self._seam())
 
     def finish(self) -> tuple[SeamQuality, ...]:
         """The seams still open at the end of the video, measured on the frames that exist."""
@@ -133,6 +156,41 @@ class TemporalProbe:
         seam = SeamQuality(self._next_boundary, frame, ratio)
         self._next_boundary += 1
         return seam
+
+
+@dataclass(frozen=True, eq=False)
+class MeasuredSteps:
+    """What the probe needs of frames it does not see: the downscaled first and last frame,
+    and the step onto each frame after the first."""
+
+    first: np.ndarray
+    steps: np.ndarray  # float64 [frames - 1]
+    last: np.ndarray
+
+    @property
+    def frames(self) -> int:
+        return len(self.steps) + 1
+
+    @property
+    def nbytes(self) -> int:
+        return self.first.nbytes + self.steps.nbytes + self.last.nbytes
+
+
+def measure_steps(frames: np.ndarray) -> MeasuredSteps:
+    """Measure consecutive frames (at least one) for a probe elsewhere (observe_measured)."""
+    if not len(frames):
+        raise ValueError("no frames to measure")
+    first = last = _downscale(frames[0])
+    steps = []
+    for frame in frames[1:]:
+        small = _downscale(frame)
+        steps.append(_step(last, small))
+        last = small
+    return MeasuredSteps(first, np.array(steps, np.float64), last)
+
+
+def _step(before: np.ndarray, after: np.ndarray) -> float:
+    return float(np.abs(after - before).mean())
 
 
 def _downscale(frame: np.ndarray) -> np.ndarray:

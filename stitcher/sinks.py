@@ -16,7 +16,7 @@ import av
 import numpy as np
 
 from stitcher.audio_track import AudioInput, AudioTrack
-from stitcher.encoder import GopEncoder
+from stitcher.encoder import EncodedVideo, GopEncoder
 from stitcher.playlist import LiveHLS, LivePublisher, MediaPlaylist, temp_path_for, write_atomic
 from stitcher.resume import (
     committed_packets,
@@ -40,6 +40,11 @@ class Sink(Protocol):
 
     def close(self) -> None:
         """Finalize the output; idempotent."""
+
+
+class EncodedSink(Sink, Protocol):
+    def write_encoded(self, video: EncodedVideo) -> None:
+        """Closed GOPs encoded elsewhere (stitcher.chunks), continuing the video."""
 
 
 def _check_geometry(fps: int, width: int, height: int) -> None:
@@ -197,6 +202,18 @@ class _SinkBase:
             frame = _rgb_frame(rgb, self.frames_written, self.time_base)
             self.frames_written += 1
             self._mux_video(self._video.encode(frame))
+
+    def write_encoded(self, video: EncodedVideo) -> None:
+        if self._closed:
+            raise RuntimeError(f"{type(self).__name__} is closed")
+        if video.start != self.frames_written:
+            raise ValueError(f"encoded frames start at {video.start}, the video is at "
+                             f"{self.frames_written}")
+        if self._video is None:
+            raise RuntimeError(f"{type(self).__name__} has a shared encoder; write to that")
+        self._mux_video(self._video.encode(None))  # the GOP written so far ends here
+        self._mux_video(video.packets(self.time_base))
+        self.frames_written += video.frames
 
     def close(self) -> None:
         """Flush the encoder and finish the output; resources are released whatever happens."""
@@ -389,11 +406,10 @@ class HLSSink(_SinkBase):
     """HLS: MPEG-TS segments that each start with an IDR frame, and an EVENT playlist, or
     with `live` a sliding-window playlist published at wall-clock pace (LivePublisher).
 
-    One persistent H.264 encoder and one AAC encoder run for the whole stream, so timestamps
-    and rate control are continuous; their packets are muxed into a fresh MPEG-TS container
-    per segment. x264 opened outside a container repeats SPS/PPS before every IDR, so each
-    segment decodes on its own. A new segment starts at every keyframe packet; the fixed GOP
-    of `segment_seconds` makes those the segment boundaries.
+    Video packets (from its own GOP encoder, or encoded elsewhere) and one AAC encoder's are
+    muxed into a fresh MPEG-TS container per segment. x264 opened outside a container repeats
+    SPS/PPS before every IDR, so each segment decodes on its own. A new segment starts at every
+    IDR on the grid of `segment_seconds`.
     """
 
     def __init__(
@@ -544,7 +560,10 @@ class HLSSink(_SinkBase):
             self._audio.track.close()
 
     def _mux_video_packet(self, packet: av.Packet) -> None:
-        if packet.is_keyframe and self._segment is not None:
+        # Chunks encoded apart add IDR frames off the grid (stitcher.chunks); a segment
+        # starts only on the grid.
+        starts_segment = packet.is_keyframe and packet.pts % self._segment_frames == 0
+        if starts_segment and self._segment is not None:
             self._finish_segment(ended=False)
         if self._segment is None:
             self._segment = self._open_segment()
@@ -552,7 +571,7 @@ class HLSSink(_SinkBase):
         packet.pts += _TS_OFFSET_SECONDS * self.fps
         packet.dts += _TS_OFFSET_SECONDS * self.fps
         self._segment.container.mux(packet)
-        if self._publisher is not None and packet.is_keyframe and self.pace_in_sink:
+        if self._publisher is not None and starts_segment and self.pace_in_sink:
             # Pacing waits here, with the new segment's IDR already in it: a Ctrl-C during
             # the wait leaves a segment that still starts with its keyframe.
             self._publisher.wait_for_room()

@@ -124,7 +124,8 @@ def test_workers_1_and_2_give_identical_video_with_audio_hls_memory_and_metrics(
     assert on_disk["frames"] == 120 and on_disk["status"] == "ok"
     assert on_disk["keyframe_times"][:3] == [0.0, 1.0, 2.0] and on_disk["workers"] == 2
     assert [s["frame_start"] for s in on_disk["segments"]] == [0, 48, 98]
-    assert set(on_disk["stage_seconds"]) == {"keyframe", "render", "blend", "encode"}
+    assert set(on_disk["stage_seconds"]) == {"keyframe", "render", "blend", "encode",
+                                             "segment_encode"}
 
     with ReplayMemory(spec.workdir, readonly=True) as store:
         assert store.keyframe_times() == [0.0, 5.0, 10.0]
