@@ -18,6 +18,7 @@ import argparse
 import io
 import json
 import os
+import random
 import signal
 import socket
 import statistics
@@ -109,8 +110,9 @@ def run(args: argparse.Namespace) -> dict:
         ttfs = client.first_listed() - launched
         want = "red"
         end = time.time() + args.seconds
+        jitter = random.Random(0)
         for _ in range(args.changes):
-            time.sleep(args.settle)
+            time.sleep(args.settle + jitter.uniform(0.0, args.settle_jitter))
             want = "blue" if want == "red" else "red"
             asked = time.time()
             reply = requests.post(client.url + "prompt", json={"prompt": PROMPTS[want]},
@@ -161,6 +163,10 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=10)
     parser.add_argument("--settle", type=float, default=3.0,
                         help="seconds between a change showing and the next one")
+    parser.add_argument("--settle-jitter", type=float, default=0.0, metavar="SECONDS",
+                        help="add a random 0..SECONDS to each settle (seeded): requests at any "
+                             "phase of the segment cycle; with a fixed settle every request "
+                             "comes at the same phase")
     parser.add_argument("--seconds", type=float, default=0.0, help="stream at least this long")
     parser.add_argument("--folder", default="/tmp/lvp-bench-live/hls")
     parser.add_argument("--json", type=Path, help="also write the results here")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 import signal
@@ -25,7 +26,7 @@ from engine.threads import limit_threads
 from engine.timeline import BeatTrack, Timeline
 from memory.replay import STORE_NAME, ReplayMemory
 from stitcher.audio_track import AudioInput
-from stitcher.carry import CarryFile, resume_point
+from stitcher.carry import CarryFile, LiveCarry, resume_point
 from stitcher.outputs import OutputConfig, open_sinks
 from stitcher.probe import ProbePlan
 from stitcher.stitch import ResumePoint, Stitcher
@@ -87,8 +88,13 @@ def local_executor(timeline: Timeline, spec: JobSpec, blend: str,
         keyframes = KeyframeStage(timeline, backend, memory)
         segments = SegmentStage(backend)
         outputs = output_config(spec)
+        # A live stream in this process keeps its recent carries in memory: a prompt change
+        # may take back video not listed yet (the loop's _rewind). Not with audio.
+        live = outputs.hls_live
+        carry = (LiveCarry(outputs.gop_frames, keep=math.ceil(live.ahead / spec.segment_seconds) + 2)
+                 if live is not None and outputs.audio is None else carry_file(spec, outputs))
         stitcher = Stitcher(open_sinks(outputs, start.written), blend=blend,
-                            probe=probe_plan(spec), start=start, carry=carry_file(spec, outputs),
+                            probe=probe_plan(spec), start=start, carry=carry,
                             encoding=outputs.encoding)
         limit_threads(backend.config.threads)  # as in the actors: the same frames
     except BaseException:

@@ -9,6 +9,7 @@ objects in Ray actors, where a handle is an ObjectRef and results flow actor to 
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +19,10 @@ import numpy as np
 
 from engine.stages import KeyframeStage, RenderedSegment, SegmentStage, rendered_stats
 from engine.stats import SegmentRendered, StitchResult
-from engine.timeline import SegmentPlan
+from engine.timeline import CONTEXT_KEYFRAMES, SegmentPlan, Timeline
+from stitcher.carry import LiveCarry
+from stitcher.sinks import HLSSink
+from stitcher.stitch import Stitcher
 
 
 class Stitching(Protocol):
@@ -75,6 +79,21 @@ class Executor(ABC):
         no result said so: started again, or not running again. Asked once the job is done."""
         return []
 
+    # A live stream whose outputs can take back unlisted video (LocalExecutor with a live HLS
+    # sink): the loop waits for room before each stitch, and may rewind.
+    paced: bool = False
+
+    def has_room(self) -> bool:
+        """Whether the outputs take the next segment now (only asked when `paced`)."""
+        return True
+
+    def rewind(self, timeline: Timeline, margin: float, before: int) -> int | None:
+        """Take back the written video after the earliest segment w < `before` whose successor starts
+        in a segment not listed yet and due at least `margin` seconds from now: the outputs
+        go back to there and the replay memory forgets what was made after w's keyframes.
+        Returns w + 1, the segment to go on from; None (nothing changed) if there is none."""
+        return None
+
     @property
     @abstractmethod
     def workers(self) -> int:
@@ -116,6 +135,16 @@ class Executor(ABC):
         """Finish the outputs and the ledger, whatever happened; frames written in all."""
 
 
+def _live_rewind(stitcher: Stitching) -> tuple[HLSSink, LiveCarry] | None:
+    """The live HLS sink and in-memory carry of a stitcher that can take back unlisted video."""
+    if not isinstance(stitcher, Stitcher) or not isinstance(stitcher.carry, LiveCarry):
+        return None
+    sinks = stitcher.sinks
+    if len(sinks) != 1 or not isinstance(sinks[0], HLSSink) or not sinks[0].can_rewind:
+        return None
+    return sinks[0], stitcher.carry
+
+
 @dataclass(frozen=True, eq=False)  # compared by identity: the loop keys dicts by handle
 class Done:
     """A local result: computed when it was asked for."""
@@ -133,6 +162,37 @@ class LocalExecutor(Executor):
         self.segment_stage = segments
         self.stitcher = stitcher
         self.ledger = ledger
+        self._live = _live_rewind(stitcher)
+        if self._live is not None:
+            self.paced = True
+            self._live[0].pace_in_sink = False  # the loop waits, where a change can reach it
+
+    def has_room(self) -> bool:
+        return self._live is None or self._live[0].has_room()
+
+    def rewind(self, timeline: Timeline, margin: float, before: int) -> int | None:
+        if self._live is None:
+            return None
+        sink, carry = self._live
+        stitcher = self.stitcher
+        assert isinstance(stitcher, Stitcher)
+        now = time.time()
+        points = {frame for frame, due in sink.rewind_points() if due - now >= margin}
+        for w in sorted(k for k in carry.carries if k < before):
+            start = carry.rewind_point(w)
+            last_context = timeline.track_span(w)[1] + CONTEXT_KEYFRAMES
+            if (start is None or start.written not in points or w >= stitcher.next_index
+                    or last_context + 1 >= len(timeline.track)):
+                continue
+            if not sink.rewind(start.written):
+                return None
+            forget = getattr(self.ledger, "forget_after", None)
+            if forget is not None:
+                forget(timeline.track[last_context], w + 1)
+            carry.drop_after(w)
+            stitcher.rewind(start)
+            return w + 1
+        return None
 
     @property
     def workers(self) -> int:

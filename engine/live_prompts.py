@@ -62,6 +62,9 @@ class LivePrompts:
             starts, texts = [0.0], [pending[-1][0]]
         else:
             starts, texts = starts[:keep] + [t], texts[:keep] + [pending[-1][0]]
+        for change in self.changes:  # planned from t on, taken back before it was listed
+            if change["video_time"] >= t and not change["superseded"]:
+                change.update(superseded=True, taken_back=True)
         for i, (text, asked) in enumerate(pending):
             self.changes.append({"video_time": t, "asked_wall": asked, "applied_wall": now,
                                  "text": text, "superseded": i < len(pending) - 1})

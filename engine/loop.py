@@ -10,6 +10,8 @@ belongs here too.
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from dataclasses import dataclass
 
 from engine.executor import Executor, Handle
@@ -18,6 +20,14 @@ from engine.timeline import SegmentPlan, Timeline
 
 # How often the loop, when nothing finished, asks whether a busy worker is lost.
 HEALTH_CHECK_SECONDS = 5.0
+# A paced (live) loop holding a rendered segment looks this often for room and prompt changes.
+PACE_SECONDS = 0.05
+# Unlisted video a prompt change takes back must be due at least this long from now, plus
+# REWIND_MARGIN_FACTOR times what the last segments took to make (plan, keyframes, render,
+# stitch), so the first segment made again is listed on time. Measured on the 2-core VM: the
+# first segment after a rewind is written 1.1-1.2x a segment's making time after it.
+REWIND_MARGIN_SECONDS = 0.2
+REWIND_MARGIN_FACTOR = 1.25
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,7 @@ class _Loop:
         self.clock = clock
         self.load = [0] * executor.workers
         self.alive = set(range(executor.workers))
+        self.made_seconds: deque[float] = deque(maxlen=4)  # wall seconds per segment (paced)
         self._start_at(first)
 
     def _start_at(self, first: int) -> None:
@@ -145,11 +156,16 @@ class _Loop:
     def run(self) -> None:
         timeline, executor, cfg = self.timeline, self.executor, self.cfg
         while self.next_write < timeline.num_segments or self.records:
+            if executor.paced:  # a prompt change asked since: take back what can be, first
+                self._rewind_for_change()
             in_flight = len(self.renders) + len(self.sent)
             while self.next_k < timeline.num_segments and in_flight < cfg.in_flight:
+                began = time.perf_counter()
                 plan = timeline.segment(self.next_k)
                 segment = self._submit(plan, executor.keyframes(self.next_k),
                                        self.previous if cfg.chain else None)
+                if executor.paced:  # in this process: the segment is made by now
+                    self.made_seconds.append(time.perf_counter() - began)
                 self.previous = segment
                 self.next_k += 1
                 in_flight += 1
@@ -185,8 +201,47 @@ class _Loop:
         for part in info.restarted:
             self.stats.restarted(part, f"a {part} worker died and was started again; segment "
                                        f"{info.index} and the work in flight were done again")
+        if self.executor.paced and not self._when_due():
+            return  # taken back for a prompt change: made again from an earlier segment
         self.sent[r.k] = r
+        began = time.perf_counter()
         self._stitch(r)
+        if self.executor.paced and self.made_seconds:
+            self.made_seconds[-1] += time.perf_counter() - began
+
+    def _when_due(self) -> bool:
+        """A paced (live) loop holds a rendered segment until the outputs have room for it.
+        A prompt change asked meanwhile may take back video not listed yet (`_rewind`), so
+        it lands seconds sooner; then the held segment is dropped (False)."""
+        while True:
+            if self._rewind_for_change():
+                return False
+            if self.executor.has_room():
+                return True
+            time.sleep(PACE_SECONDS)
+
+    def _rewind_for_change(self) -> bool:
+        live = self.timeline.spec.live
+        return live is not None and live.has_pending() and self._rewind()
+
+    def _rewind(self) -> bool:
+        """Go back to the earliest segment whose video is not listed yet and due late
+        enough to be made again in time; the prompt change then applies right after the
+        keyframes the written segments before it used (Timeline._steer)."""
+        live = self.timeline.spec.live
+        assert live is not None
+        margin = REWIND_MARGIN_SECONDS + REWIND_MARGIN_FACTOR * max(self.made_seconds, default=1.0)
+        first = self.executor.rewind(self.timeline, margin, before=live.planned)
+        if first is None:
+            return False
+        live.planned = first - 1  # Stage 1 goes back to its state after segment first - 1
+        self.renders.clear()
+        self.sent.clear()
+        self.stitches.clear()
+        self.load = [0] * len(self.load)
+        self.next_k = self.next_write = first
+        self.previous = None
+        return True
 
     def _stitched(self, handle: Handle) -> None:
         try:

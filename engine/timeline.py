@@ -148,6 +148,19 @@ class BeatTrack:
         return float(self.energy[i]), float(self.phase[i])
 
 
+def dancing_spans(schedule: PromptSchedule) -> tuple[tuple[float, float], ...]:
+    """The times a dancing prompt is in force: all that BeatTrack.without_audio reads."""
+    spans = []
+    for i, text in enumerate(schedule.texts):
+        if prompt_motion(text) == "dancing":
+            end = schedule.starts[i + 1] if i + 1 < len(schedule.starts) else math.inf
+            if spans and spans[-1][1] == schedule.starts[i]:
+                spans[-1] = (spans[-1][0], end)
+            else:
+                spans.append((schedule.starts[i], end))
+    return tuple(spans)
+
+
 @dataclass(frozen=True)
 class Timeline:
     spec: JobSpec
@@ -227,9 +240,14 @@ class Timeline:
         if changed and self.spec.audio is None:
             # Without audio the beat follows the prompts (a metronome while 'dancing'), as in
             # a render of the record. Replaced, not written into: a Ray actor's copy holds
-            # read-only arrays; every holder of this Timeline sees the new beat.
-            object.__setattr__(self, "beats", BeatTrack.without_audio(
-                schedule, self.spec.total_frames, self.spec.fps))
+            # read-only arrays; every holder of this Timeline sees the new beat. Only when
+            # where it dances changed: a day's beat takes some 0.5 s to make, and a change
+            # waits for it.
+            dancing = dancing_spans(schedule)
+            if dancing != self.__dict__.get("_dancing", dancing_spans(self.spec.schedule)):
+                object.__setattr__(self, "beats", BeatTrack.without_audio(
+                    schedule, self.spec.total_frames, self.spec.fps))
+            object.__setattr__(self, "_dancing", dancing)
         return schedule
 
     def _steer(self, k: int) -> None:

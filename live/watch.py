@@ -103,6 +103,11 @@ class PlaylistWatcher:
             self._pending.append(PendingChange(change["video_time"], change["asked_wall"],
                                                change["text"]))
         self._changes_seen = len(applied)
+        # A change a later one took back (a live stream's rewind) is never shown.
+        gone = {(c["video_time"], c["asked_wall"], c["text"]) for c in applied if c.get("taken_back")}
+        if gone:
+            self._pending = [c for c in self._pending
+                             if (c.video_time, c.asked_wall, c.text) not in gone]
 
     def lag(self) -> float:
         with self.lock:

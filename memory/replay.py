@@ -168,6 +168,23 @@ class ReplayMemory:
         times = [x for x in self.keyframe_times() if x <= t + 1e-9]
         return self.get_keyframe(times[-1]) if times else None
 
+    def forget_after(self, t: float, segment: int) -> None:
+        """Drop what was made for video a live stream took back: keyframes after time t,
+        Stage 1 states after segment `segment`'s and ledger entries from it on."""
+        with self._write() as txn:
+            cursor = txn.cursor()
+            doomed = []
+            for prefix, first in ((b"kf/", _time_key(b"kf/", t)), (b"km/", _time_key(b"km/", t)),
+                                  (b"ck/", b"ck/%08d" % segment), (b"seg/", b"seg/%08d" % (segment - 1))):
+                if cursor.set_range(first):
+                    for key in cursor.iternext(values=False):
+                        if not key.startswith(prefix):
+                            break
+                        if key != first:
+                            doomed.append(key)
+            for key in doomed:
+                txn.delete(key)
+
     # Stage 1 state at segment boundaries: only the last few are kept
     def put_checkpoint(self, segment: int, data: bytes) -> None:
         with self._write() as txn:

@@ -99,6 +99,46 @@ class CarryFile:
         self.path.with_name(self.path.name + ".tmp").unlink(missing_ok=True)
 
 
+class LiveCarry:
+    """A live stream's carry, in memory: the Carry after each of the last `keep` segments
+    written, so a prompt change can take back the unlisted video after any of them and go on
+    from there (Stitcher.rewind with `rewind_point`). Each holds under a GOP of output frames
+    (from the GOP the next segment starts in, encoded when the stitcher encodes) and the
+    segment's raw tail, copied: under 2 MB at 256x256 (7 MB raw); `keep` covers the video
+    held back (--ahead) and the segment being written."""
+
+    def __init__(self, gop_frames: int, keep: int = 4) -> None:
+        self.gop_frames = gop_frames
+        self.keep = keep
+        self.carries: dict[int, Carry] = {}
+
+    def keep_from(self, frames_out: int) -> int:
+        return frames_out - frames_out % self.gop_frames
+
+    def save(self, segment: int, frame_start: int, frames: np.ndarray | EncodedVideo,
+             held: np.ndarray, size: tuple[int, int] | None = None) -> None:
+        kept = frames if isinstance(frames, EncodedVideo) else frames.copy()  # encoded: bytes
+        self.carries[segment] = Carry(segment, frame_start, kept, held.copy(), size)
+        for old in sorted(self.carries)[:-self.keep]:
+            del self.carries[old]
+
+    def discard(self) -> None:
+        self.carries.clear()
+
+    def drop_after(self, segment: int) -> None:
+        for k in [k for k in self.carries if k > segment]:
+            del self.carries[k]
+
+    def rewind_point(self, segment: int) -> ResumePoint | None:
+        """Where the stitcher goes on to write segment `segment` + 1 again, from the GOP
+        boundary at or before its first frame; None if that was not kept."""
+        carry = self.carries.get(segment)
+        if carry is None or carry.frame_start % self.gop_frames:
+            return None
+        return ResumePoint(segment + 1, carry.stop, carry.frame_start, carried=carry.frames,
+                           held=carry.held)
+
+
 def resume_point(timeline: Timeline, written: int, carry: Carry | None) -> ResumePoint:
     """Where the stitcher starts when the outputs hold frames [0, written) whole.
 

@@ -37,6 +37,11 @@ class GopEncoder:
         packets.extend(self._context.encode(frame))
         return packets
 
+    def discard(self) -> None:
+        """Drop the GOP being encoded, unflushed (a live stream taking back unpublished
+        video); the next frame, at a GOP start, opens a fresh encoder."""
+        self._context = None
+
     def _flush(self) -> list[av.Packet]:
         if self._context is None:
             return []

@@ -205,6 +205,42 @@ class LivePublisher:
                 self._cond.wait(0.2)
             self._raise_error()
 
+    def has_room(self) -> bool:
+        """Whether at most `ahead` seconds wait unlisted (what `wait_for_room` waits for)."""
+        with self._cond:
+            self._raise_error()
+            return self._backlog() <= self.ahead
+
+    def queued(self) -> list[tuple[str, float]]:
+        """The segments waiting unlisted, oldest first, with the wall time each is due."""
+        with self._cond:
+            due = self.clock() if self._next_due is None else self._next_due
+            out = []
+            for uri, duration, _ in self._queue:
+                out.append((uri, due))
+                due += duration
+            return out
+
+    def next_due(self) -> float:
+        """When the next segment to list is due (now, if it would be listed at once)."""
+        with self._cond:
+            return self.clock() if self._next_due is None else self._next_due
+
+    def withdraw(self, uri: str) -> list[str] | None:
+        """Take back the unlisted segment `uri` and every one queued after it (a live prompt
+        change replaces them); returns their names, or None if `uri` is no longer waiting
+        (listed meanwhile). Their files are the caller's to delete."""
+        with self._cond:
+            names = [u for u, _, _ in self._queue]
+            if uri not in names:
+                return None
+            keep = names.index(uri)
+            gone = names[keep:]
+            for _ in gone:
+                self._queue.pop()
+            self._cond.notify_all()
+            return gone
+
     def close(self, ended: bool = True) -> None:
         """List everything still queued now (the stream is over: no reason to hold it
         back), then the final playlist with ENDLIST."""

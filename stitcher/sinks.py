@@ -439,6 +439,8 @@ class HLSSink(_SinkBase):
         self._publisher: LivePublisher | None = None
         self._packets_out = 0  # video packets muxed; with a closed GOP also the next IDR's pts
         self._segment: _OpenSegment | None = None
+        self.pace_in_sink = True  # False: the caller waits for room (has_room) before writing
+        self._live_starts: dict[str, int] = {}  # unlisted live segment -> its first frame
 
         self._video = None if shared_video else _standalone_x264(
             fps, width, height, crf, preset, self._segment_frames, threads)
@@ -482,6 +484,62 @@ class HLSSink(_SinkBase):
     def publisher(self) -> LivePublisher | None:
         return self._publisher
 
+    def has_room(self) -> bool:
+        """A live sink: whether the caller may write the next segment now (see pace_in_sink)."""
+        return self._publisher is None or self._publisher.has_room()
+
+    @property
+    def can_rewind(self) -> bool:
+        """Unlisted live video can be taken back (not with audio: its encoder runs on)."""
+        return self._publisher is not None and self._audio is None and self._video is not None
+
+    def rewind_points(self) -> list[tuple[int, float]]:
+        """(first frame, wall time due) of every segment not listed yet, in order: the
+        queued ones, then the one being written. `rewind` may go back to any of them."""
+        if not self.can_rewind:
+            return []
+        assert self._publisher is not None
+        queued = self._publisher.queued()
+        listed = set(self._live_starts) - {uri for uri, _ in queued}
+        for uri in listed:  # listed meanwhile: no longer ours to take back
+            del self._live_starts[uri]
+        points = [(self._live_starts[uri], due) for uri, due in queued if uri in self._live_starts]
+        if self._segment is not None:
+            due = (queued[-1][1] + (self._segment.first_frame - points[-1][0]) / self.fps
+                   if points else self._publisher.next_due())
+            points.append((self._segment.first_frame, due))
+        return points
+
+    def rewind(self, frame: int) -> bool:
+        """Take back every frame from `frame` on (the first frame of a segment not listed
+        yet, from rewind_points): those segments are withdrawn and deleted, the segment being
+        written and the GOP being encoded are dropped, and writing goes on from `frame`, in a
+        segment of the same name and number as if the video had always been this way (the
+        GOPs are independent: the same frames give the same bytes). False, with nothing
+        changed, if that segment was listed meanwhile."""
+        if not self.can_rewind or frame % self._segment_frames:
+            return False
+        assert self._publisher is not None and isinstance(self._video, GopEncoder)
+        names = [uri for uri, start in self._live_starts.items() if start >= frame]
+        if names:
+            first = min(names, key=self._live_starts.__getitem__)
+            gone = self._publisher.withdraw(first)
+            if gone is None:
+                return False
+            for uri in gone:
+                self._live_starts.pop(uri, None)
+                (self.folder / uri).unlink(missing_ok=True)
+        elif self._segment is None or self._segment.first_frame > frame:
+            return False
+        if self._segment is not None:
+            self._segment.container.close()
+            self._segment.tmp.unlink(missing_ok=True)
+            self._segment = None
+        self._video.discard()
+        self.frames_written = self._packets_out = frame
+        self._segments_made = frame // self._segment_frames
+        return True
+
     def _finish(self) -> None:
         if self._segment is not None:
             self._finish_segment(ended=True)
@@ -513,7 +571,7 @@ class HLSSink(_SinkBase):
         packet.pts += _TS_OFFSET_SECONDS * self.fps
         packet.dts += _TS_OFFSET_SECONDS * self.fps
         self._segment.container.mux(packet)
-        if self._publisher is not None and starts_segment:
+        if self._publisher is not None and starts_segment and self.pace_in_sink:
             # Pacing waits here, with the new segment's IDR already in it: a Ctrl-C during
             # the wait leaves a segment that still starts with its keyframe.
             self._publisher.wait_for_room()
@@ -562,6 +620,9 @@ class HLSSink(_SinkBase):
         duration = (self._packets_out - segment.first_frame) / self.fps
         if self._publisher is not None:  # listed when due (the pacing waits in _mux_video_packet)
             self._publisher.submit(segment.path.name, duration, block=False)
+            self._live_starts[segment.path.name] = segment.first_frame
+            while len(self._live_starts) > 256:  # long listed (rewind_points prunes on use)
+                del self._live_starts[next(iter(self._live_starts))]
             return
         self._playlist.add_segment(segment.path.name, duration)
         write_atomic(self.playlist_path, self._playlist.render(ended=ended))

@@ -89,7 +89,21 @@ class Stitcher:
         self.sinks = list(sinks)
         self.blend = BLENDS[blend]
         self.encoding = encoding
-        start = start or ResumePoint()
+        self.probe_plan = probe
+        self.carry = carry
+        self.probe: TemporalProbe | None = None
+        self._begin(start or ResumePoint())
+
+    def rewind(self, start: ResumePoint) -> None:
+        """Go back to `start` (a live stream taking back unpublished video): the sinks were
+        rewound to frame `start.written`; segments from `start.segment` come again."""
+        totals = self.probe.totals if self.probe is not None else None
+        self._begin(start)
+        if self.probe is not None and totals is not None:
+            self.probe.totals = totals  # the run's figures go on; the seams are measured anew
+
+    def _begin(self, start: ResumePoint) -> None:
+        probe, encoding = self.probe_plan, self.encoding
         encoded_carry = isinstance(start.carried, EncodedVideo)
         if encoded_carry and encoding is None:
             raise ValueError("an encoded carry needs the stitcher's encoding settings")
@@ -102,7 +116,6 @@ class Stitcher:
         self.next_frame = start.frame_start
         self.written_before = start.written  # frames the outputs already hold
         self.held = start.held  # tail of the last emitted segment
-        self.carry = carry
         self.recent: Video = start.carried  # the last output frames, up to next_frame: the carry
         if len(start.carried):
             if start.written + len(start.carried) != start.frame_start:

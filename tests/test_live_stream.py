@@ -75,6 +75,7 @@ class Poller:
         self.refetched: set[str] = set()
         self.ended = False
         self.listed_at: dict[str, float] = {}
+        self.data: dict[str, bytes] = {}  # every listed segment as fetched
         self._listed: list[str] = []
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -117,8 +118,9 @@ class Poller:
                     frames = []
                 if not frames:
                     self.errors.append(f"{uri}: no frames")
+                self.data[uri] = got.content
+                self.listed_at[uri] = time.time()  # before `segments`, which the test watches
                 self.segments[uri] = (self.video, colour(frames))
-                self.listed_at[uri] = time.time()
                 self.video += duration
         now = time.time()
         for uri in self._listed:
@@ -226,6 +228,83 @@ def test_live_stream_polled_steered_and_stopped(tmp_path):
         rendered = decode((replay / f"seg_{index:05d}.ts").read_bytes())
         assert len(live) == len(rendered) and all(
             np.array_equal(a, b) for a, b in zip(live, rendered, strict=True)), name
+
+
+RED = "a red square resting on a night background"
+BLUE = "a blue square resting on a night background"
+
+
+def made_seconds(folder: Path) -> int:
+    """Video in complete segment files (listed or waiting their turn): 1 s segments."""
+    names = os.listdir(folder) if folder.is_dir() else []
+    indices = [int(n.rsplit("_", 1)[1].split(".")[0]) for n in names
+               if n.startswith("live_") and n.endswith(".ts")]
+    return max(indices, default=-1) + 1
+
+
+def test_a_prompt_change_takes_back_unlisted_video_and_replays_exactly(tmp_path):
+    """With 10 s held back, a prompt change lands inside video that was already made when it
+    was asked: segments not listed yet are dropped and made again. (Before, it could land
+    only after all of it, plus the look-ahead keyframes.) What viewers got is still exactly
+    what `lvp render --prompts` of the record makes, and so is the replay memory."""
+    proc, url = start_stream(tmp_path, "--model", "procedural", "--prompt", RED, "--ahead", "10",
+                             "--window", "16", "--duration", "30")  # the end lists 10 s at once
+    hls = tmp_path / "hls"
+    poller = Poller(url)
+    poller.thread.start()
+    made_when_asked = []
+    try:
+        for text, want in ((BLUE, "blue"), (RED, "red")):
+            assert wait_for(lambda: made_seconds(hls) - poller.video >= 9, 60), "no look-ahead"
+            made_when_asked.append(made_seconds(hls))
+            listed = len(poller.segments)
+            proc.stdin.write(text + "\n")
+            proc.stdin.flush()
+            def shown(want=want, listed=listed) -> bool:
+                return any(c == want for _, c in list(poller.segments.values())[listed:])
+
+            assert wait_for(shown, 60), f"{want} never listed"
+        assert wait_for(lambda: poller.ended, 90), "no ENDLIST"
+        proc.send_signal(signal.SIGINT)  # ends the linger
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        poller.stop()
+    assert proc.returncode == 0, out
+    assert poller.errors == []
+    report = json.loads((tmp_path / "hls.json").read_text())
+    assert report["status"] == "ok" and report["frames"] == 30 * 30
+    changes = [c for c in report["live"]["prompt_changes"] if not c["superseded"]]
+    assert [c["text"] for c in changes] == [BLUE, RED]
+    for change, made in zip(changes, made_when_asked, strict=True):
+        assert change["video_time"] < made, (change, made)
+    # The colours follow the record (1 s segments: the one before a change may be mixed).
+    starts = [c["video_time"] for c in changes]
+    for start, shown in poller.segments.values():
+        expect = "blue" if starts[0] + 1 <= start < starts[1] - 1 else \
+            "red" if start < starts[0] - 1 or start >= starts[1] + 1 else None
+        assert expect in (None, shown), (start, shown, starts)
+
+    replay = tmp_path / "replay"
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", "render", "--model", "procedural", "--executor", "local",
+         "--prompts", str(tmp_path / "hls.lvp" / "live_prompts.txt"), "--preset", "live",
+         "--segment-seconds", "2", "--duration", "30", "--hls", str(replay), "--quiet",
+         "--metrics-linger", "0"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert len(poller.data) == 30
+    for name, data in poller.data.items():
+        index = int(name.rsplit("_", 1)[1].split(".")[0])
+        assert data == (replay / f"seg_{index:05d}.ts").read_bytes(), name
+    from memory.replay import ReplayMemory
+
+    with ReplayMemory(tmp_path / "hls.lvp", readonly=True) as live, \
+            ReplayMemory(tmp_path / "replay.lvp", readonly=True) as rendered:
+        assert live.keyframe_times() == rendered.keyframe_times()
+        assert list(live.metadata()) == list(rendered.metadata())
+        for t in live.keyframe_times():
+            assert np.array_equal(live.get_keyframe(t).image, rendered.get_keyframe(t).image), t
 
 
 def test_stream_input_errors_are_one_line_and_exit_2(tmp_path):
