@@ -562,6 +562,8 @@ class HLSSink(_SinkBase):
         changed, if that segment was listed meanwhile."""
         if not self.can_rewind or frame % self._segment_frames:
             return False
+        if self._audio is not None and frame not in self._audio_marks:
+            return False  # its audio is no longer kept
         assert self._publisher is not None and isinstance(self._video, GopEncoder)
         names = [uri for uri, start in self._live_starts.items() if start >= frame]
         if names:
