@@ -43,11 +43,6 @@ class Sink(Protocol):
         """Finalize the output; idempotent."""
 
 
-class EncodedSink(Sink, Protocol):
-    def write_encoded(self, video: EncodedVideo) -> None:
-        """Closed GOPs encoded elsewhere (stitcher.chunks), continuing the video."""
-
-
 def _check_geometry(fps: int, width: int, height: int) -> None:
     if not (isinstance(fps, numbers.Integral) and fps > 0):
         raise ValueError(f"fps must be a positive integer, got {fps!r}")
