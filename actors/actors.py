@@ -18,8 +18,9 @@ from engine.stats import SegmentRendered
 from engine.threads import limit_threads
 from engine.timeline import SegmentPlan, Timeline
 from memory.replay import ReplayMemory
+from stitcher.blend import BLENDS
 from stitcher.carry import CarryFile
-from stitcher.chunks import EncodeSettings, PackagedSegment, package_segment
+from stitcher.chunks import BlendedOverlap, EncodeSettings, PackagedSegment, blend_overlap, package_segment
 from stitcher.outputs import OutputConfig, open_sinks
 from stitcher.probe import ProbePlan
 from stitcher.stitch import ResumePoint, Stitcher, StitchStats
@@ -65,10 +66,10 @@ class KeyframeActor:
         self.memory.close()
 
 
-@ray.remote(concurrency_groups={"health": 1})
+@ray.remote(concurrency_groups={"health": 1, "blend": 1})
 class SegmentActor:
-    """Stage 2: renders whole segments, one at a time, and encodes them; `ping` answers on its
-    own thread.
+    """Stage 2: renders whole segments, one at a time, encodes them and blends the overlaps
+    between them; `ping` answers on its own thread, `blend` runs on its own too.
 
     Started with max_concurrency=2 (RayExecutor), it encodes one segment while the model
     renders the next: a GPU model's worker keeps its GPU busy while its CPU encodes."""
@@ -116,6 +117,12 @@ class SegmentActor:
             info = dataclasses.replace(info, restarted=(*info.restarted, "segment"))
         return info, result
 
+    @ray.method(concurrency_group="blend")
+    def blend(self, before: PackagedSegment, after: PackagedSegment, blend: str) -> BlendedOverlap:
+        """Blend and encode the frames `before` and `after` (consecutive segments) share."""
+        assert self.encoding is not None, "overlaps are blended here only when workers encode"
+        return blend_overlap(BLENDS[blend], before.tail, after, self.encoding)
+
 
 @ray.remote
 class StitcherActor:
@@ -123,21 +130,23 @@ class StitcherActor:
 
     def __init__(self, outputs: OutputConfig, blend: str = "flow", probe: ProbePlan | None = None,
                  start: ResumePoint | None = None, carry: CarryFile | None = None,
-                 threads: int = 1) -> None:
+                 threads: int = 1, blends_elsewhere: bool = False) -> None:
         start = start or ResumePoint()
         self.stitcher = Stitcher(open_sinks(outputs, start.written), blend=blend, probe=probe,
-                                 start=start, carry=carry, encoding=outputs.encoding)
+                                 start=start, carry=carry, encoding=outputs.encoding,
+                                 blends_elsewhere=blends_elsewhere)
         limit_threads(threads)
 
     def ready(self) -> None:
         """Returns once the outputs are open."""
 
-    def add(self, segment: RenderedSegment | PackagedSegment, shared_tail: int) -> StitchStats:
+    def add(self, segment: RenderedSegment | PackagedSegment, shared_tail: int,
+            *overlaps: BlendedOverlap) -> StitchStats:
         if isinstance(segment, PackagedSegment):
             if len(segment.tail) != shared_tail:
                 raise ValueError(f"segment {segment.index} was encoded for a shared tail of "
                                  f"{len(segment.tail)} frames, not {shared_tail}")
-            return self.stitcher.add_packaged(segment)
+            return self.stitcher.add_packaged(segment, overlaps)
         return self.stitcher.add(segment.index, segment.frame_start, segment.frames, shared_tail)
 
     def close(self) -> int:

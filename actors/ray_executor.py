@@ -58,6 +58,12 @@ class RayExecutor(Executor):
         # stitcher encodes only the blends and raw frames do not cross the object store.
         # LVP_ENCODE_IN_STITCHER=1 sends raw frames instead: the benchmarks' before case.
         encoding = None if os.environ.get("LVP_ENCODE_IN_STITCHER") == "1" else outputs.encoding
+        # Then the workers blend the overlaps too, so the stitcher only muxes: each overlap
+        # is blended by the worker that rendered the segment after it, once both are done.
+        self.blends_elsewhere = encoding is not None
+        self._renders: dict[ray.ObjectRef, tuple[int, int]] = {}  # render -> (segment, worker)
+        self._given: dict[int, ray.ObjectRef] = {}  # segment -> its render, given to the stitcher
+        self._first = start.segment if start is not None else 0  # this stitcher's first segment
         self.here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
                                                    soft=False)
         restartable = {"max_restarts": WORKER_RESTARTS, "max_task_retries": WORKER_RESTARTS}
@@ -77,13 +83,15 @@ class RayExecutor(Executor):
     def _stitcher(self, start: ResumePoint | None) -> ray.actor.ActorHandle:
         # Not restarted by Ray: a new stitcher must first learn where the outputs are whole.
         return StitcherActor.options(num_cpus=0.5, scheduling_strategy=self.here).remote(
-            self.outputs, self.blend, self.probe, start, self.carry)
+            self.outputs, self.blend, self.probe, start, self.carry,
+            blends_elsewhere=self.blends_elsewhere)
 
     def reopen_outputs(self) -> int:
         ray.kill(self.stitcher, no_restart=True)
         written = committed_frames(self.outputs)
         start = resume_point(self.timeline, written, self.carry.load() if self.carry else None)
         self.stitcher = self._stitcher(start)
+        self._given, self._first = {}, start.segment
         ray.get(self.stitcher.ready.remote())
         return start.segment
 
@@ -126,12 +134,39 @@ class RayExecutor(Executor):
                after: ray.ObjectRef | None = None) -> tuple[ray.ObjectRef, ray.ObjectRef]:
         k = plan.index
         overlaps = (self.timeline.shared_tail(k - 1) if k > 0 else 0, self.timeline.shared_tail(k))
-        return self.segment_actors[worker].render.remote(plan, keys, after, overlaps)
+        info, segment = self.segment_actors[worker].render.remote(plan, keys, after, overlaps)
+        self._renders[segment] = (k, worker)
+        return info, segment
 
     def stitch(self, segment: ray.ObjectRef, shared_tail: int) -> ray.ObjectRef:
-        return self.stitcher.add.remote(segment, shared_tail)
+        """Give the stitcher a finished render, with the overlaps it now has both sides of
+        (blended by a worker; the stitcher blends the one before its first segment itself)."""
+        k, _ = self._renders[segment]
+        self._given[k] = segment
+        overlaps = []
+        if self.blends_elsewhere:
+            if k > self._first and k - 1 in self._given and self.timeline.shared_tail(k - 1):
+                overlaps.append(self._blend(k - 1))
+            if k + 1 in self._given and shared_tail:
+                overlaps.append(self._blend(k))
+        return self.stitcher.add.remote(segment, shared_tail, *overlaps)
+
+    def _blend(self, k: int) -> ray.ObjectRef:
+        """The overlap of segments k and k + 1, blended by the worker that rendered k + 1 (its
+        head is in that node's object store) or, if that one is gone, by another."""
+        before, after = self._given[k], self._given[k + 1]
+        worker = self._renders[after][1]
+        if worker in self.dropped:
+            worker = min(set(range(self.workers)) - self.dropped)
+        return self.segment_actors[worker].blend.remote(before, after, self.blend)
 
     def record(self, k: int, entry: dict[str, Any]) -> ray.ObjectRef:
+        # Segment k is written: no overlap needs the renders before it any more.
+        for ref, (j, _) in list(self._renders.items()):
+            if j < k:
+                del self._renders[ref]
+        for j in [j for j in self._given if j < k]:
+            del self._given[j]
         return self.keyframer.mark_segment_done.remote(k, entry)
 
     def wait(self, handles: Sequence[ray.ObjectRef], timeout: float | None = None) -> list[ray.ObjectRef]:

@@ -8,14 +8,16 @@ them: with `--before-code DIR`, the lvp checked out in DIR (an earlier version, 
 `git worktree add /tmp/before 953e2ca`); without it this lvp with LVP_ENCODE_IN_STITCHER=1
 (the same bytes as after, tests/test_chunks.py: only where the encoding runs differs). After:
 this lvp, where each worker encodes the frames no neighbour shares and sends packets plus its
-overlaps; the stitcher encodes only the blends.
+overlaps, and blends and encodes the overlap before each segment it rendered; the stitcher
+muxes (it blends only the first overlap after a resume).
 
 Every render is a real `lvp render --address` subprocess on its own Ray head (token auth,
 explicit resources; the head runs the code under test), two segment workers, runs
 interleaved (before, after, before, ...), medians of `--repeat`. Printed per case: loop
-seconds, the stitcher's seconds (blend + encode) per video second, the bytes shipped to the
-stitcher per video second, the after/before ratios, and the worst seam ratio of the report
-(measured before encoding) and of the decoded video (up to 512x512). Cases:
+seconds, the stitcher's seconds (blend + encode) per video second, the workers' (encode;
+blend), the bytes shipped to the stitcher per video second, the after/before ratios, and the
+worst seam ratio of the report (measured before encoding) and of the decoded video (up to
+512x512). Cases:
 - gpu-like (bench/gpu_like.py: Stage 2 sleeps like a process waiting on a GPU) at each size;
 - procedural at 1280x720, 30 fps (whole renders on this machine's CPUs);
 - the live preset with the bundled tiny model: real-time factor and worst seam ratio.
@@ -81,6 +83,7 @@ def figures(report: dict) -> dict:
         "loop_s": report["loop_seconds"],
         "stitcher_s_per_video_s": (stages["blend"] + stages["encode"]) / video,
         "worker_encode_s_per_video_s": stages.get("segment_encode", 0.0) / video,
+        "worker_blend_s_per_video_s": stages.get("segment_blend", 0.0) / video,
         "shipped_MB_per_video_s": shipped_bytes(report) / video / 1e6,
         "realtime_factor": report["realtime_factor"],
         "worst_seam_ratio": report["temporal"]["worst_seam_ratio"],
@@ -167,7 +170,9 @@ def main() -> None:
             results["cases"][name] = row
             print(f"{name} | {b['loop_s']:.1f} -> {a['loop_s']:.1f} ({row['speedup']:.2f}x) | "
                   f"{b['stitcher_s_per_video_s']:.4f} -> {a['stitcher_s_per_video_s']:.4f} "
-                  f"({row['stitcher_ratio']:.1f}x less) | {b['shipped_MB_per_video_s']:.2f} -> "
+                  f"({row['stitcher_ratio']:.1f}x less; workers after: encode "
+                  f"{a['worker_encode_s_per_video_s']:.4f}, blend "
+                  f"{a['worker_blend_s_per_video_s']:.4f}) | {b['shipped_MB_per_video_s']:.2f} -> "
                   f"{a['shipped_MB_per_video_s']:.2f} ({row['shipped_ratio']:.1f}x less) | "
                   f"{b['realtime_factor']:.2f} -> {a['realtime_factor']:.2f} | "
                   f"{b['worst_seam_ratio']:.3f} -> {a['worst_seam_ratio']:.3f} (decoded: "

@@ -19,7 +19,7 @@ class PrometheusLogger(StatLogger):
     """A private registry per job, so tests and repeated jobs never collide.
 
     Stage names match the run report's `stage_seconds`: keyframe, render, blend, encode
-    (the stitcher's), segment_encode (in the segment workers).
+    (the stitcher's), segment_encode and segment_blend (in the segment workers).
     """
 
     def __init__(self, fps: int) -> None:
@@ -78,6 +78,7 @@ class PrometheusLogger(StatLogger):
         self.segments.inc(len(stats.emitted))
         self.stage_seconds.labels("blend").observe(stats.blend_seconds)
         self.stage_seconds.labels("encode").observe(stats.encode_seconds)
+        self.stage_seconds.labels("segment_blend").observe(stats.worker_blend_seconds)
         self.realtime_factor.set(self._written_frames / self.fps / max(now, 1e-9))
         for seam in stats.seams:
             self.seam_ratio.observe(seam.seam_ratio)

@@ -72,6 +72,8 @@ class StitchResult(Protocol):
     @property
     def encode_seconds(self) -> float: ...
     @property
+    def worker_blend_seconds(self) -> float: ...  # segment workers' blends of these overlaps
+    @property
     def seams(self) -> tuple[SeamFigure, ...]: ...
     @property
     def steps(self) -> StepFigures: ...
@@ -143,6 +145,7 @@ class StageSeconds:
     blend: float = 0.0
     encode: float = 0.0
     segment_encode: float = 0.0  # encoding in the segment workers, beside their renders
+    segment_blend: float = 0.0  # blending and encoding overlaps in the segment workers
 
 
 class RunTotals(StatLogger):
@@ -195,6 +198,7 @@ class RunTotals(StatLogger):
         self.output_frames = stats.next_frame
         self.stage_seconds.blend += stats.blend_seconds
         self.stage_seconds.encode += stats.encode_seconds
+        self.stage_seconds.segment_blend += stats.worker_blend_seconds
         self.segments_done.extend(stats.emitted)
         self.seams.extend(stats.seams)
         self.steps = stats.steps

@@ -20,6 +20,7 @@ import numpy as np
 
 from engine.resume import first_segment_for
 from engine.timeline import Timeline
+from stitcher.chunks import LosslessFrames
 from stitcher.encoder import EncodedVideo
 from stitcher.stitch import ResumePoint
 
@@ -33,7 +34,7 @@ class Carry:
     segment: int  # the last segment written
     frame_start: int  # global index of frames[0]
     frames: np.ndarray | EncodedVideo  # output frames [frame_start, stop), final (or encoded)
-    held: np.ndarray  # the segment's raw tail, blended into the next segment's head
+    held: np.ndarray | LosslessFrames  # the segment's tail, blended into the next one's head
     size: tuple[int, int] | None = None  # (height, width) of encoded frames
 
     @property
@@ -55,9 +56,10 @@ class CarryFile:
         return max(0, whole - (CARRY_GOPS - 1) * self.gop_frames)
 
     def save(self, segment: int, frame_start: int, frames: np.ndarray | EncodedVideo,
-             held: np.ndarray, size: tuple[int, int] | None = None) -> None:
+             held: np.ndarray | LosslessFrames, size: tuple[int, int] | None = None) -> None:
         """Replace the carry: segment `segment` was written, `frames` are the output frames
-        from `frame_start` on (raw, or encoded ones of `size` (height, width)), `held` its tail."""
+        from `frame_start` on (raw, or encoded ones of `size` (height, width)), `held` its
+        tail (raw, or as its segment worker packed it)."""
         if frames.nbytes + held.nbytes > MAX_CARRY_BYTES:
             self.discard()  # an older carry no longer matches the outputs
             return
@@ -69,11 +71,17 @@ class CarryFile:
                      "count": np.int64(frames.frames), "size": np.array(size, np.int64)}
         else:
             video = {"frames": frames}
+        if isinstance(held, LosslessFrames):
+            tail = {"held_data": np.frombuffer(b"".join(held.packets), np.uint8),
+                    "held_sizes": np.array([len(p) for p in held.packets], np.int64),
+                    "held_shape": np.array(held.shape, np.int64)}
+        else:
+            tail = {"held": held}
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             with open(tmp, "wb") as file:
                 np.savez(file, segment=np.int64(segment), frame_start=np.int64(frame_start),
-                         held=held, **video)
+                         **tail, **video)
             os.replace(tmp, self.path)
         except OSError:  # a full disk: the outputs fail next; leave no temp file behind
             tmp.unlink(missing_ok=True)
@@ -85,18 +93,27 @@ class CarryFile:
         try:
             with np.load(self.path, allow_pickle=False) as data:
                 start = int(data["frame_start"])
+                held = _held(data)
                 if "frames" in data:
-                    return Carry(int(data["segment"]), start, data["frames"], data["held"])
+                    return Carry(int(data["segment"]), start, data["frames"], held)
                 video = EncodedVideo(start, int(data["count"]), data["data"].tobytes(),
                                      data["sizes"], data["pts"], data["dts"], data["keyframe"])
                 height, width = (int(v) for v in data["size"])
-                return Carry(int(data["segment"]), start, video, data["held"], (height, width))
+                return Carry(int(data["segment"]), start, video, held, (height, width))
         except (OSError, ValueError, KeyError, EOFError):
             return None
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
         self.path.with_name(self.path.name + ".tmp").unlink(missing_ok=True)
+
+
+def _held(data: np.lib.npyio.NpzFile) -> np.ndarray | LosslessFrames:
+    if "held" in data:
+        return data["held"]
+    blob, sizes = data["held_data"].tobytes(), data["held_sizes"]
+    packets = tuple(blob[end - n:end] for n, end in zip(sizes, np.cumsum(sizes), strict=True))
+    return LosslessFrames(tuple(int(v) for v in data["held_shape"]), packets)
 
 
 class LiveCarry:
@@ -116,9 +133,10 @@ class LiveCarry:
         return frames_out - frames_out % self.gop_frames
 
     def save(self, segment: int, frame_start: int, frames: np.ndarray | EncodedVideo,
-             held: np.ndarray, size: tuple[int, int] | None = None) -> None:
+             held: np.ndarray | LosslessFrames, size: tuple[int, int] | None = None) -> None:
         kept = frames if isinstance(frames, EncodedVideo) else frames.copy()  # encoded: bytes
-        self.carries[segment] = Carry(segment, frame_start, kept, held.copy(), size)
+        tail = held if isinstance(held, LosslessFrames) else held.copy()
+        self.carries[segment] = Carry(segment, frame_start, kept, tail, size)
         for old in sorted(self.carries)[:-self.keep]:
             del self.carries[old]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -155,3 +156,28 @@ def package_segment(index: int, frame_start: int, frames: np.ndarray, head: int,
     return PackagedSegment(index, frame_start, LosslessFrames.pack(frames[:head]), body, steps,
                            LosslessFrames.pack(frames[len(frames) - tail:]), model_seconds,
                            time.perf_counter() - started)
+
+
+@dataclass(frozen=True, eq=False)
+class BlendedOverlap:
+    """The frames two neighbouring segments share, blended and encoded by a segment worker
+    (so the stitcher, which every frame of the video passes, only muxes them)."""
+
+    index: int  # the segment after the boundary
+    video: EncodedVideo
+    steps: MeasuredSteps  # the temporal probe's view of the blended frames
+    seconds: float  # unpacking, blending, encoding and measuring
+
+
+def blend_overlap(blend: Callable[[np.ndarray, np.ndarray], np.ndarray], before: LosslessFrames,
+                  after: PackagedSegment, settings: EncodeSettings) -> BlendedOverlap:
+    """Blend the tail of the segment before `after` with `after`'s head: the same frames and
+    bytes as the stitcher's own blend of them (stitcher.stitch)."""
+    if len(before) != len(after.head) or not len(before):
+        raise ValueError(f"segment {after.index}: {len(after.head)} head frames to blend with "
+                         f"{len(before)} of the segment before")
+    started = time.perf_counter()
+    blended = blend(before.unpack(), after.head.unpack())
+    video = encode_chunk(settings, blended, after.frame_start)
+    return BlendedOverlap(after.index, video, measure_steps(blended),
+                          time.perf_counter() - started)

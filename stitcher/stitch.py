@@ -10,7 +10,7 @@ from typing import Protocol
 import numpy as np
 
 from stitcher.blend import BLENDS
-from stitcher.chunks import EncodeSettings, PackagedSegment, encode_chunk
+from stitcher.chunks import BlendedOverlap, EncodeSettings, LosslessFrames, PackagedSegment, encode_chunk
 from stitcher.encoder import EncodedVideo
 from stitcher.probe import MeasuredSteps, ProbePlan, SeamQuality, StepTotals, TemporalProbe
 from stitcher.sinks import Sink
@@ -27,6 +27,7 @@ class StitchStats:
     encode_seconds: float
     seams: tuple[SeamQuality, ...] = ()  # boundaries whose quality became known
     steps: StepTotals = StepTotals()  # the run's frame steps so far (keyframes vs elsewhere)
+    worker_blend_seconds: float = 0.0  # spent by segment workers on the overlaps written here
 
 
 def _no_frames() -> np.ndarray:
@@ -46,7 +47,7 @@ class ResumePoint:
     frame_start: int = 0
     written: int = 0
     carried: np.ndarray | EncodedVideo = field(default_factory=_no_frames, repr=False)
-    held: np.ndarray = field(default_factory=_no_frames, repr=False)
+    held: np.ndarray | LosslessFrames = field(default_factory=_no_frames, repr=False)
 
 
 class CarryStore(Protocol):
@@ -55,7 +56,7 @@ class CarryStore(Protocol):
     def keep_from(self, frames_out: int) -> int: ...
 
     def save(self, segment: int, frame_start: int, frames: np.ndarray | EncodedVideo,
-             held: np.ndarray, size: tuple[int, int] | None = None) -> None: ...
+             held: np.ndarray | LosslessFrames, size: tuple[int, int] | None = None) -> None: ...
 
     def discard(self) -> None: ...
 
@@ -80,15 +81,21 @@ class Stitcher:
 
     With `encoding` the stitcher writes encoded chunks (stitcher.chunks): it encodes each
     blended overlap, and each segment's body unless its segment actor did (add_packaged).
-    Without it, the sinks get raw frames.
+    Without it, the sinks get raw frames. With `blends_elsewhere` too, segment workers blend
+    and encode the overlaps (chunks.blend_overlap) and add_packaged brings them; the
+    stitcher blends only the first segment after its start with the tail it was given.
     """
 
     def __init__(self, sinks: Sequence[Sink], blend: str = "flow",
                  probe: ProbePlan | None = None, start: ResumePoint | None = None,
-                 carry: CarryStore | None = None, encoding: EncodeSettings | None = None) -> None:
+                 carry: CarryStore | None = None, encoding: EncodeSettings | None = None,
+                 blends_elsewhere: bool = False) -> None:
         self.sinks = list(sinks)
         self.blend = BLENDS[blend]
         self.encoding = encoding
+        if blends_elsewhere and encoding is None:
+            raise ValueError("overlaps blended elsewhere come encoded: give the encoding settings")
+        self.blends_elsewhere = blends_elsewhere
         self.probe_plan = probe
         self.carry = carry
         self.probe: TemporalProbe | None = None
@@ -112,6 +119,8 @@ class Stitcher:
         probe_from = max(start.written, start.frame_start) if encoded_carry else start.written
         self.probe = TemporalProbe(probe, probe_from) if probe else None
         self.pending: dict[int, _Pending] = {}
+        self.overlaps: dict[int, BlendedOverlap] = {}  # blended elsewhere, by the segment after
+        self.first_index = start.segment
         self.next_index = start.segment
         self.next_frame = start.frame_start
         self.written_before = start.written  # frames the outputs already hold
@@ -134,11 +143,24 @@ class Stitcher:
             raise ValueError(f"segment {index}: shared tail {shared_tail} out of range")
         return self._accept(index, _Pending(frame_start, frames, None, shared_tail))
 
-    def add_packaged(self, segment: PackagedSegment) -> StitchStats:
+    def add_packaged(self, segment: PackagedSegment,
+                     overlaps: Sequence[BlendedOverlap] = ()) -> StitchStats:
+        """A segment its actor encoded, and any overlaps (either side of any segment)
+        blended elsewhere since the last call. An overlap given again replaces the first."""
         if self.encoding is None:
             raise ValueError("encoded segments need the stitcher's encoding settings")
+        for overlap in overlaps:
+            if overlap.index >= self.next_index:
+                self.overlaps[overlap.index] = overlap
         return self._accept(segment.index, _Pending(segment.frame_start, None, segment,
                                                     len(segment.tail)))
+
+    def _ready(self, index: int) -> bool:
+        """Whether segment `index`, next in line, can be written now."""
+        if index not in self.pending:
+            return False
+        blended_here = not self.blends_elsewhere or index == self.first_index
+        return blended_here or not len(self.held) or index in self.overlaps
 
     def _accept(self, index: int, pending: _Pending) -> StitchStats:
         if index < self.next_index or index in self.pending:
@@ -147,19 +169,30 @@ class Stitcher:
         emitted: list[int] = []
         seams: list[SeamQuality] = []
         written = 0
-        blend_s = encode_s = 0.0
-        while self.next_index in self.pending:
+        blend_s = encode_s = worker_blend_s = 0.0
+        while self._ready(self.next_index):
             seg = self.pending.pop(self.next_index)
             if seg.frame_start != self.next_frame:
                 raise ValueError(f"segment {self.next_index} starts at frame {seg.frame_start}, "
                                  f"expected {self.next_frame}")
             t0 = time.perf_counter()
-            head, body, body_steps, tail = self._split(seg)
-            shared = len(self.held)
-            blended = self.blend(self.held, head) if shared else head
+            overlap = self.overlaps.pop(self.next_index, None)
+            head, body, body_steps, tail = self._split(seg, unpack_head=overlap is None)
+            blended: Video
+            blended_steps: MeasuredSteps | None = None
+            if overlap is not None:
+                if (overlap.video.start, overlap.video.frames) != (self.next_frame, len(self.held)):
+                    raise ValueError(f"segment {self.next_index}: the overlap blended for it "
+                                     "does not match its frames")
+                blended, blended_steps = overlap.video, overlap.steps
+                worker_blend_s += overlap.seconds
+            else:
+                held = self.held.unpack() if isinstance(self.held, LosslessFrames) else self.held
+                blended = self.blend(held, head) if len(held) else head
             t1 = time.perf_counter()
             starts = (self.next_frame, self.next_frame + len(blended))
-            raw: list[tuple[Video, MeasuredSteps | None]] = [(blended, None), (body, body_steps)]
+            raw: list[tuple[Video, MeasuredSteps | None]] = [(blended, blended_steps),
+                                                             (body, body_steps)]
             out = [v for v, _ in raw]
             if self.encoding is not None:
                 out = [v if isinstance(v, EncodedVideo) else encode_chunk(self.encoding, v, start)
@@ -186,19 +219,21 @@ class Stitcher:
             self.next_index += 1
         steps = self.probe.totals if self.probe is not None else StepTotals()
         return StitchStats(tuple(emitted), written, self.frames_out, blend_s, encode_s,
-                           tuple(seams), steps)
+                           tuple(seams), steps, worker_blend_s)
 
-    def _split(self, seg: _Pending) -> tuple[np.ndarray, Video, MeasuredSteps | None, np.ndarray]:
-        """A segment's frames shared with the one before, its own, and those shared with the
-        one after."""
+    def _split(self, seg: _Pending, unpack_head: bool = True
+               ) -> tuple[np.ndarray, Video, MeasuredSteps | None, np.ndarray | LosslessFrames]:
+        """A segment's frames shared with the one before (unless blended elsewhere), its
+        own, and those shared with the one after (kept as they came: the next blend or the
+        carry may need them)."""
         shared = len(self.held)
         if seg.packaged is not None:
             p = seg.packaged
-            head = p.head.unpack()
-            if shared not in (0, len(head)):
-                raise ValueError(f"segment {p.index} shares {len(head)} frames with the one "
+            if shared not in (0, len(p.head)):
+                raise ValueError(f"segment {p.index} shares {len(p.head)} frames with the one "
                                  f"before; the stitcher holds {shared}")
-            return head, p.body, p.body_steps, p.tail.unpack()
+            head = p.head.unpack() if unpack_head else _no_frames()
+            return head, p.body, p.body_steps, p.tail
         assert seg.frames is not None
         body_stop = len(seg.frames) - seg.shared_tail
         if body_stop < shared:

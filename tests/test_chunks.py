@@ -1,6 +1,7 @@
 """Encoding in chunks (stitcher.chunks): the segment workers encode their own frames, the
 stitcher only the blends, and the outputs are the same bytes whoever encoded what."""
 
+import dataclasses
 import random
 from fractions import Fraction
 
@@ -8,8 +9,9 @@ import av
 import numpy as np
 import pytest
 
+from stitcher.blend import flow_blend
 from stitcher.carry import CarryFile, resume_point
-from stitcher.chunks import EncodeSettings, encode_chunk, package_segment
+from stitcher.chunks import EncodeSettings, LosslessFrames, blend_overlap, encode_chunk, package_segment
 from stitcher.encoder import EncodedVideo
 from stitcher.outputs import HLS_PLAYLIST, OutputConfig, open_sinks
 from stitcher.probe import ProbePlan, TemporalProbe, measure_steps
@@ -205,9 +207,91 @@ def test_a_resume_from_an_encoded_carry_writes_the_uninterrupted_packets(tmp_pat
     assert carry.load() is None
 
 
-def test_overlap_frames_travel_without_loss():
-    from stitcher.chunks import LosslessFrames
+def _deliveries(packaged, encoding, seed):
+    """What the Ray executor gives the stitcher, in a random finishing order: each segment,
+    with the overlaps whose second side it completes (blended as a worker blends them)."""
+    order = list(range(len(packaged)))
+    random.Random(seed).shuffle(order)
+    done, calls = set(), []
+    for k in order:
+        overlaps = [blend_overlap(flow_blend, packaged[j].tail, packaged[j + 1], encoding)
+                    for j in (k - 1, k) if {j, j + 1} <= done | {k} and len(packaged[j].tail)]
+        done.add(k)
+        calls.append((packaged[k], overlaps))
+    return calls
 
+
+def test_overlaps_blended_by_the_workers_give_the_same_bytes_and_figures(tmp_path):
+    spec, timeline, outputs = _setup(tmp_path)
+    segments = _render_segments(timeline)
+    encoding = outputs.encoding
+    packaged = _package(timeline, segments, encoding)
+    plan = ProbePlan(spec.fps, spec.segment_seconds * spec.fps, spec.overlap, spec.total_frames)
+    here_sink, elsewhere_sink = PacketSink(), PacketSink()
+    here = Stitcher([here_sink], probe=plan, encoding=encoding)
+    elsewhere = Stitcher([elsewhere_sink], probe=plan, encoding=encoding, blends_elsewhere=True)
+    for segment in packaged:
+        here_stats = here.add_packaged(segment)
+    seams, emitted, worker_seconds = [], [], 0.0
+    for segment, overlaps in _deliveries(packaged, encoding, seed=3):
+        stats = elsewhere.add_packaged(segment, overlaps)
+        seams += stats.seams
+        emitted += stats.emitted
+        worker_seconds += stats.worker_blend_seconds
+    assert emitted == list(range(timeline.num_segments))
+    assert elsewhere_sink.packets == here_sink.packets
+    assert len(here_sink.packets) == spec.total_frames
+    assert stats.steps == here_stats.steps and len(seams) == timeline.num_segments - 1
+    assert worker_seconds > 0
+
+
+def test_a_segment_waits_for_the_overlap_blended_elsewhere(tmp_path):
+    spec, timeline, outputs = _setup(tmp_path)
+    encoding = outputs.encoding
+    packaged = _package(timeline, _render_segments(timeline), encoding)
+    stitcher = Stitcher([PacketSink()], encoding=encoding, blends_elsewhere=True)
+    assert stitcher.add_packaged(packaged[0]).emitted == (0,)
+    assert stitcher.add_packaged(packaged[1]).emitted == ()  # its head is blended elsewhere
+    overlap = blend_overlap(flow_blend, packaged[0].tail, packaged[1], encoding)
+    wrong = blend_overlap(flow_blend, packaged[1].tail, packaged[2], encoding)
+    with pytest.raises(ValueError, match="does not match"):
+        stitcher.add_packaged(packaged[2], [dataclasses.replace(wrong, index=1)])
+    stitcher = Stitcher([PacketSink()], encoding=encoding, blends_elsewhere=True)
+    stitcher.add_packaged(packaged[1])
+    assert stitcher.add_packaged(packaged[0], [overlap]).emitted == (0, 1)
+
+
+def test_a_resume_blends_its_first_overlap_with_the_carried_tail(tmp_path):
+    """Workers blend the overlaps; the carry keeps the last tail as the worker packed it, and
+    the resumed stitcher blends that one itself: the uninterrupted bytes."""
+    spec, timeline, outputs = _setup(tmp_path)
+    encoding = outputs.encoding
+    packaged = _package(timeline, _render_segments(timeline), encoding)
+    whole_sink = PacketSink()
+    whole = Stitcher([whole_sink], encoding=encoding)
+    for segment in packaged:
+        whole.add_packaged(segment)
+    carry = CarryFile(tmp_path, encoding.keyint)
+    first = Stitcher([PacketSink()], carry=carry, encoding=encoding, blends_elsewhere=True)
+    for segment, overlaps in _deliveries(packaged[:3], encoding, seed=4):
+        first.add_packaged(segment, overlaps)
+    saved = carry.load()
+    assert saved.segment == 2 and isinstance(saved.held, LosslessFrames)
+    assert np.array_equal(saved.held.unpack(), packaged[2].tail.unpack())
+    start = resume_point(timeline, saved.frame_start + (-saved.frame_start) % encoding.keyint,
+                         saved)
+    sink = PacketSink()
+    resumed = Stitcher([sink], start=start, encoding=encoding, blends_elsewhere=True)
+    for segment, overlaps in _deliveries(packaged[3:], encoding, seed=5):
+        if segment.index == 3:  # the executor blends nothing before the stitcher's first
+            overlaps = [o for o in overlaps if o.index != 3]
+        resumed.add_packaged(segment, overlaps)
+    assert resumed.close() == spec.total_frames
+    assert sink.packets == {f: whole_sink.packets[f] for f in sink.packets}
+    assert max(sink.packets) == spec.total_frames - 1
+
+
+def test_overlap_frames_travel_without_loss():
     rng = np.random.default_rng(2)
     frames = rng.integers(0, 256, (6, 48, 80, 3), np.uint8)
     frames[2:] = frames[1]  # still frames, then a change: inter prediction at work

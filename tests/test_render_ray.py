@@ -90,6 +90,8 @@ def test_workers_1_and_2_give_identical_video_with_audio_hls_memory_and_metrics(
         assert report["keyframes_made"] == len(report["keyframe_times"]) == 13
         for stage in report["stage_seconds"]:  # the report's stage names, also in the metrics
             assert f'lvp_stage_seconds_count{{stage="{stage}"}} 3.0' in text
+        # The workers encoded their segments and blended the two overlaps between them.
+        assert report["stage_seconds"]["segment_blend"] > 0
         temporal = report["temporal"]
         assert "lvp_seam_ratio_count 2.0" in text and len(temporal["seams"]) == 2
         assert metric(text, "lvp_worst_seam_ratio") == pytest.approx(temporal["worst_seam_ratio"])
@@ -125,7 +127,7 @@ def test_workers_1_and_2_give_identical_video_with_audio_hls_memory_and_metrics(
     assert on_disk["keyframe_times"][:3] == [0.0, 1.0, 2.0] and on_disk["workers"] == 2
     assert [s["frame_start"] for s in on_disk["segments"]] == [0, 48, 98]
     assert set(on_disk["stage_seconds"]) == {"keyframe", "render", "blend", "encode",
-                                             "segment_encode"}
+                                             "segment_encode", "segment_blend"}
 
     with ReplayMemory(spec.workdir, readonly=True) as store:
         assert store.keyframe_times() == [0.0, 5.0, 10.0]
