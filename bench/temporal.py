@@ -42,6 +42,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 import av
@@ -49,6 +50,7 @@ import cv2
 import numpy as np
 
 import stitcher.sinks as sinks
+from stitcher.encoder import GopEncoder
 from stitcher.quality import (
     STEP_FLOOR,
     background_flicker,
@@ -87,6 +89,8 @@ CANDIDATES: dict[str, dict[str, str] | None] = {
     # qcomp: how far CRF lets the quantiser follow complexity (lower: finer P frames on calm
     # pictures). It helped while one encoder ran through the video; not with one per GOP.
     "ipratio 3 + qcomp 0": _with("ipratio=3:qcomp=0"),
+    # The setting before the catch-up frames at the end of each GOP (stitcher.sinks).
+    "ipratio 10": _with("ipratio=10"),
     "current": None,
     # Reference only: no IDR after the first, so MP4 fragments and HLS segments could not
     # start at one; shows what spreading the intra refresh over the GOP does.
@@ -135,8 +139,8 @@ def render_frames(model: str, preset: str, prompt: str, seconds: float, backends
 def options_function(template: dict[str, str] | None) -> Callable[[int, str, int], dict[str, str]]:
     if template is None:
         return CURRENT_OPTIONS
-    return lambda crf, preset, keyint: {k: v.format(crf=crf, preset=preset, keyint=keyint)
-                                        for k, v in template.items()}
+    return lambda crf, preset, keyint, gop_frames=None: {
+        k: v.format(crf=crf, preset=preset, keyint=keyint) for k, v in template.items()}
 
 
 CURRENT_OPTIONS = sinks._x264_options
@@ -186,21 +190,27 @@ def x264_settings_in(path: Path) -> dict[str, str]:
 
 def paired_cost(frames: np.ndarray, fmt: dict, templates: dict[str, dict | None]) -> dict[str, float]:
     """CPU seconds each setting's encoder spends on the same frames, measured side by side:
-    one single-threaded encoder per setting (x264 then does all its work inside encode(), on
-    this thread), fed frame by frame in turn, each call timed with this thread's CPU clock. A
-    busy spell on the machine slows every setting alike, which separate runs cannot promise.
+    single-threaded encoders per setting, a fresh one per GOP as in the sinks (x264 then does
+    all its work inside encode(), on this thread), fed frame by frame in turn, each call
+    timed with this thread's CPU clock. A busy spell on the machine slows every setting
+    alike, which separate runs cannot promise.
     "control" is a second encoder with the first setting: its cost against that setting's
     is the measurement's own spread."""
     first = next(iter(templates))
     templates = {**templates, "control": templates[first]}
-    encoders = {}
-    for name, template in templates.items():
+
+    def gop_context(template: dict[str, str] | None, gop_frames: int) -> av.VideoCodecContext:
         encoder = av.CodecContext.create("libx264", "w")
         encoder.width, encoder.height, encoder.pix_fmt = fmt["width"], fmt["height"], "yuv420p"
         encoder.time_base, encoder.framerate = Fraction(1, fmt["fps"]), Fraction(fmt["fps"])
         encoder.thread_count = 1
-        encoder.options = options_function(template)(fmt["crf"], fmt["encoder_preset"], fmt["fps"])
-        encoders[name] = encoder
+        encoder.options = options_function(template)(fmt["crf"], fmt["encoder_preset"],
+                                                     fmt["fps"], gop_frames)
+        return encoder
+
+    # A fresh encoder per GOP, as the sinks run them (stitcher.encoder.GopEncoder).
+    encoders = {name: GopEncoder(partial(gop_context, template), fmt["fps"])
+                for name, template in templates.items()}
     cpu = dict.fromkeys(templates, 0.0)
     names = list(encoders)
     for i, rgb in enumerate([*frames, None]):
@@ -251,9 +261,15 @@ def temporal_measures(frames: np.ndarray, fps: int, keyint: int, mask: np.ndarra
     # Rate control settles over the first IDR frames (x264 derives an I frame's quantiser
     # from the P frames before it; the first frame has none): the IDRs from the third on.
     settled, _ = step_means(steps, idr[2:], exclude=keys) if len(idr) > 2 else (idr_step, None)
+    # The mean step onto each position of the GOP, the worst over the median: a setting that
+    # only moved the jump off the IDR (onto the frame before) would show here.
+    usable = len(steps) // keyint * keyint
+    by_position = steps[:usable].reshape(-1, keyint)[1:].mean(axis=0) if usable > keyint \
+        else np.zeros(1)
     out = {"idr_step": idr_step, "keyframe_step": key_step, "elsewhere_step": elsewhere,
            "idr_ratio": ratio(idr_step, elsewhere), "keyframe_ratio": ratio(key_step, elsewhere),
            "idr_ratio_settled": ratio(settled, elsewhere),
+           "gop_worst_ratio": ratio(float(by_position.max()), float(np.median(by_position))),
            "idr_ratio_64px": ratio(idr_small, elsewhere_small),
            "background_flicker": background_flicker(frames, mask),
            "flicker_score": flicker_score(frames, mask)}
@@ -348,7 +364,8 @@ def summary(per_model: dict, name: str) -> dict:
     total = sum(c["frames"] for c in per_model.values())
     mean = {k: float(np.mean([c[k] for c in clips])) for k in
             ("idr_step", "keyframe_step", "elsewhere_step", "idr_ratio", "keyframe_ratio",
-             "idr_ratio_settled", "idr_ratio_64px", "background_flicker", "flicker_score")}
+             "idr_ratio_settled", "gop_worst_ratio", "idr_ratio_64px", "background_flicker",
+             "flicker_score")}
     mean["idr_ratio_max"] = float(max(c["idr_ratio"] for c in clips))
     if "kbit_s" in clips[0]:
         mean["kbit_s"] = float(np.mean([c["kbit_s"] for c in clips]))
@@ -380,14 +397,15 @@ def print_table(preset: str, model: str, per_model: dict, names: list[str]) -> N
     print(f"\n{preset} / {model}: IDR step ratio per prompt ({', '.join(prompts)}), then means "
           f"over the prompts (steps in 0-255 levels)")
     head = (f"{'setting':<24}" + "".join(f"{p[:8]:>9}" for p in prompts)
-            + f"{'max':>7}{'key':>7}{'settled':>8}{'64px':>7}{'IDR':>7}{'else':>7}{'flick':>7}"
+            + f"{'max':>7}{'key':>7}{'settled':>8}{'worst':>7}{'64px':>7}{'IDR':>7}{'else':>7}"
+            f"{'flick':>7}"
             f"{'err':>6}{'kbit/s':>8}{'fps cpu':>9}{'fps wall':>9}{'cost':>7}")
     print(head)
     for name in ["source", *names]:
         s = summary(per_model, name)
         row = (f"{name:<24}" + "".join(f"{per_model[p][name]['idr_ratio']:>9.2f}" for p in prompts)
                + f"{s['idr_ratio_max']:>7.2f}{s['keyframe_ratio']:>7.2f}"
-               f"{s['idr_ratio_settled']:>8.2f}{s['idr_ratio_64px']:>7.2f}"
+               f"{s['idr_ratio_settled']:>8.2f}{s['gop_worst_ratio']:>7.2f}{s['idr_ratio_64px']:>7.2f}"
                f"{s['idr_step']:>7.3f}{s['elsewhere_step']:>7.3f}{s['background_flicker']:>7.3f}")
         if "kbit_s" in s:
             row += (f"{s['error_vs_source']:>6.2f}{s['kbit_s']:>8.0f}{s['encode_fps_cpu']:>9.0f}"
@@ -435,7 +453,7 @@ import sys
 _TEMPLATE = json.loads(os.environ["LVP_BENCH_X264"])
 
 
-def _options(crf, preset, keyint):
+def _options(crf, preset, keyint, gop_frames=None):
     return {k: v.format(crf=crf, preset=preset, keyint=keyint) for k, v in _TEMPLATE.items()}
 
 

@@ -58,8 +58,9 @@ def encode_chunk(settings: EncodeSettings, frames: np.ndarray, start: int) -> En
         if context is None or pts % s.keyint == 0:
             if context is not None:
                 packets.extend(context.encode(None))
+            gop_end = min(pts + s.keyint - pts % s.keyint, start + len(frames))
             context = sinks._x264_context(s.fps, s.width, s.height, s.crf, s.preset, s.keyint,
-                                          s.threads)
+                                          s.threads, gop_frames=gop_end - pts)
         packets.extend(context.encode(sinks._rgb_frame(rgb, pts, time_base)))
     assert context is not None
     packets.extend(context.encode(None))

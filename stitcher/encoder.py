@@ -21,7 +21,7 @@ class GopEncoder:
     """`encode(frame)` / `encode(None)` like a codec context, with an IDR and a new encoder at
     every multiple of `keyint` (frames' pts are their global frame indices)."""
 
-    def __init__(self, make_context: Callable[[], av.VideoCodecContext], keyint: int) -> None:
+    def __init__(self, make_context: Callable[..., av.VideoCodecContext], keyint: int) -> None:
         if keyint < 1:
             raise ValueError(f"keyint must be at least 1, got {keyint}")
         self.make_context = make_context
@@ -32,8 +32,8 @@ class GopEncoder:
         if frame is None:
             return self._flush()
         packets = self._flush() if frame.pts % self.keyint == 0 else []
-        if self._context is None:
-            self._context = self.make_context()
+        if self._context is None:  # a GOP runs to the next multiple of keyint
+            self._context = self.make_context(gop_frames=self.keyint - frame.pts % self.keyint)
         packets.extend(self._context.encode(frame))
         return packets
 

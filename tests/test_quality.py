@@ -131,6 +131,33 @@ def test_still_procedural_picture_does_not_pump_at_idr_frames(tmp_path, monkeypa
     decoded = encode_decode(frames, fps, tmp=tmp_path)
     assert step_ratio(decoded, idr) < 1.2
 
-    monkeypatch.setattr(sinks, "_x264_options", lambda crf, preset, keyint: PREVIOUS_OPTIONS)
+    monkeypatch.setattr(sinks, "_x264_options",
+                        lambda crf, preset, keyint, gop_frames=None: PREVIOUS_OPTIONS)
     before = encode_decode(frames, fps, tmp=tmp_path)
     assert step_ratio(before, idr) > 3.0
+
+
+def _worst_gop_position(decoded: np.ndarray, gop: int) -> float:
+    """The mean step onto each position of the GOP (the IDR's and the frames before it
+    included), the worst over the median: a jump moved off the IDR still shows."""
+    steps = frame_steps(decoded)
+    usable = len(steps) // gop * gop
+    by_position = steps[:usable].reshape(-1, gop)[1:].mean(axis=0)
+    return float((by_position.max() + STEP_FLOOR) / (np.median(by_position) + STEP_FLOOR))
+
+
+def test_a_resting_subject_does_not_jump_at_idr_frames(tmp_path, monkeypatch):
+    """A resting subject breathes by a fraction of a level per frame at its edges: P frames at
+    the crf's quantiser skip that, and without the catch-up frames before each IDR (the
+    settings before it, as below) the IDR showed it all at once."""
+    fps = 30
+    frames = procedural("a green circle resting on an ocean background", 8.0, 256)
+    decoded = encode_decode(frames, fps, tmp=tmp_path)
+    assert _worst_gop_position(decoded, fps) < 1.6
+
+    no_catch_up = {"preset": "veryfast", "crf": "23",
+                   "x264-params": "keyint=30:scenecut=0:mbtree=0:ipratio=10"}
+    monkeypatch.setattr(sinks, "_x264_options",
+                        lambda crf, preset, keyint, gop_frames=None: no_catch_up)
+    before = encode_decode(frames, fps, tmp=tmp_path)
+    assert _worst_gop_position(before, fps) > 2.4
