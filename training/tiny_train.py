@@ -31,16 +31,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.models.tiny.layers import POSE_DIM
 from engine.models.tiny.modules import (
     HISTORY,
     NUM_COLORS,
     POSE_TEMPERATURE,
     TRAJ_SPREAD,
+    TinyConfig,
     TinyVideoModel,
     normalise_pose,
     sample_pose,
 )
+from engine.models.tiny.trajectory import KEY_DIM
 from training.tiny_data import ROLLOUT_SHARE, BatchMaker
 from training.weights import save_weights
 
@@ -120,7 +121,7 @@ def rollout(model: TinyVideoModel, cond: torch.Tensor, b: dict[str, torch.Tensor
     with torch.no_grad():
         for j in range(int(b["steps"].max())):
             temperature = torch.where(history[:, -1, -1] > 0, POSE_TEMPERATURE, 1.0)[:, None]
-            noise = temperature * torch.randn((len(cond), POSE_DIM), generator=gen)
+            noise = temperature * torch.randn((len(cond), KEY_DIM), generator=gen)
             pose = sample_pose(model, noise, cond, history.flatten(1), b["beats"][:, j])
             drawn = torch.cat([pose, torch.ones_like(pose[:, :1])], dim=-1)
             pushed = torch.cat([history[:, 1:], drawn[:, None]], dim=1)
@@ -135,6 +136,12 @@ def pose_loss(model: TinyVideoModel, b: dict[str, torch.Tensor], gen: torch.Gene
     target, beat = b["future"][rows, b["steps"]], b["beats"][rows, b["steps"]]
     xt, tau, velocity = flow_pair(normalise_pose(target), gen)
     return F.mse_loss(model.pose(xt, tau, cond, history, beat), velocity)
+
+
+def trajectory_loss(model: TinyVideoModel, b: dict[str, torch.Tensor]) -> torch.Tensor:
+    cond = model.condition(b["ids"], None, torch.zeros(len(b["ids"]), dtype=torch.bool), b["envelope"])
+    pred = model.trajectory(b["features"], cond)
+    return F.mse_loss(pred, b["target"] * b["target"].new_tensor(TRAJ_SPREAD))
 
 
 def losses(model: TinyVideoModel, batches: dict[str, dict[str, np.ndarray]],
@@ -155,10 +162,7 @@ def losses(model: TinyVideoModel, batches: dict[str, dict[str, np.ndarray]],
 
     out["pose"] = pose_loss(model, _t(batches["pose"]), gen)
 
-    b = _t(batches["trajectory"])
-    cond = model.condition(b["ids"], None, torch.zeros(len(b["ids"]), dtype=torch.bool), b["envelope"])
-    pred = model.trajectory(b["features"], cond)
-    out["trajectory"] = F.mse_loss(pred, b["target"] * b["target"].new_tensor(TRAJ_SPREAD))
+    out["trajectory"] = trajectory_loss(model, _t(batches["trajectory"]))
 
     b = _t(batches["picture"])
     _, _, pose = model.image(b["image"])
@@ -180,53 +184,79 @@ def losses(model: TinyVideoModel, batches: dict[str, dict[str, np.ndarray]],
 
 @dataclass(frozen=True)
 class RefitConfig:
-    steps: int = 1500
+    steps: int = 4000
     seed: int = 0
-    lr: float = 3e-4
+    lr: float = 1e-3
     ema: float = 0.999
     pose_batch: int = 128
+    trajectory_batch: int = 128
     rollout_share: float = ROLLOUT_SHARE
+    teacher_forcing: float = 0.3  # the first share of the steps learns from the world's histories only
     threads: int = 2
 
 
+MOTION_PARTS = ("pose", "trajectory")  # what the refit trains; every other part keeps its weights
+
+
 def refit_pose(cfg: RefitConfig, base: Path, out: Path, command: str, log=print) -> dict:
-    """Refit the pose model of the weights in `base` on its own rollouts (about 3 minutes on
-    2 cores); every other part keeps its weights. The manifest keeps the base's beside it."""
-    from engine.models.tiny.pipeline import load_model  # the inference loader (fp16 -> fp32)
+    """Refit the motion parts of the weights in `base` (the pose model, on its own rollouts,
+    and Stage 2's trajectory network); every other part keeps its weights. A part whose
+    shapes changed since `base` was trained (an older design) starts from scratch. The
+    manifest keeps the base's beside it."""
+    from safetensors.torch import load_file
 
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     gen = torch.Generator().manual_seed(cfg.seed)
     maker = BatchMaker(cfg.seed)
-    model = TinyVideoModel()
-    model.load_state_dict(load_model(base).state_dict())
+    model = TinyVideoModel(TinyConfig())
+    own = model.state_dict()
+    saved = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(base)).items()}
+    fresh = sorted({k.split(".")[0] for k in own if k not in saved or saved[k].shape != own[k].shape})
+    if any(part not in MOTION_PARTS for part in fresh):
+        raise ValueError(f"{base}: parts other than the motion's do not fit this model: {fresh}")
+    model.load_state_dict({k: saved[k] if k.split(".")[0] not in fresh else v for k, v in own.items()})
+    if fresh:
+        log(f"refit: {', '.join(fresh)} start from scratch (shapes changed since {base.name})")
     model.requires_grad_(False)
-    model.pose.requires_grad_(True)
-    ema = copy.deepcopy(model.pose)
-    opt = torch.optim.AdamW(model.pose.parameters(), lr=cfg.lr, weight_decay=0.01)
-    start, running = time.perf_counter(), None
+    parts = [getattr(model, p) for p in MOTION_PARTS]
+    params = [q for p in parts for q in p.parameters()]
+    for p in parts:
+        p.requires_grad_(True)
+    ema = [copy.deepcopy(p) for p in parts]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
+    start, running = time.perf_counter(), {}
     for step in range(cfg.steps):
-        for group in opt.param_groups:  # cosine decay to a tenth
-            group["lr"] = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
-        loss = pose_loss(model, _t(maker.pose_batch(cfg.pose_batch, cfg.rollout_share)), gen)
+        for group in opt.param_groups:  # short warm-up, then cosine decay to a tenth
+            group["lr"] = cfg.lr * min(1.0, (step + 1) / 100) * (
+                0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
+        share = cfg.rollout_share if step >= cfg.teacher_forcing * cfg.steps else 0.0
+        parts_loss = {"pose": pose_loss(model, _t(maker.pose_batch(cfg.pose_batch, share)), gen),
+                      "trajectory": trajectory_loss(model, _t(maker.trajectory_batch(cfg.trajectory_batch)))}
+        loss = sum(parts_loss.values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.pose.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         decay = min(cfg.ema, (1 + step) / (10 + step))
         with torch.no_grad():
-            for e, p in zip(ema.parameters(), model.pose.parameters(), strict=True):
-                e.lerp_(p, 1 - decay)
-        value = float(loss.detach())
-        running = value if running is None else 0.98 * running + 0.02 * value
+            for e_part, part in zip(ema, parts, strict=True):
+                for e, p in zip(e_part.parameters(), part.parameters(), strict=True):
+                    e.lerp_(p, 1 - decay)
+        for k, v in parts_loss.items():
+            value = float(v.detach())
+            running[k] = value if k not in running else 0.98 * running[k] + 0.02 * value
         if (step + 1) % 100 == 0:
-            log(f"refit step {step + 1} {(time.perf_counter() - start) / 60:.1f} min pose {running:.4f}")
-    model.pose = ema
+            log(f"refit step {step + 1} {(time.perf_counter() - start) / 60:.1f} min "
+                + " ".join(f"{k} {v:.4f}" for k, v in running.items()))
+    for name, e_part in zip(MOTION_PARTS, ema, strict=True):
+        setattr(model, name, e_part)
     base_manifest = json.loads(Path(base).with_suffix(".json").read_text()) \
         if Path(base).with_suffix(".json").is_file() else {}
     return save_weights(model, out, {
         "command": command, "steps": cfg.steps, "seconds": round(time.perf_counter() - start, 1),
-        "final": True, "config": cfg.__dict__, "losses": {"pose": round(running or 0.0, 5)},
+        "final": True, "config": cfg.__dict__, "from_scratch": fresh,
+        "losses": {k: round(v, 5) for k, v in running.items()},
         "torch": torch.__version__, "machine": f"{platform.machine()} {os.cpu_count()} cpus",
         "parameters": sum(p.numel() for p in model.parameters()), "base": base_manifest,
     })

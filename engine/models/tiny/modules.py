@@ -22,14 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.models.tiny.layers import CANVAS_CHANNELS, POSE_DIM
+from engine.models.tiny.layers import CANVAS_CHANNELS
 from engine.models.tiny.tokenizer import MAX_TOKENS, PAD, VOCAB_SIZE
+from engine.models.tiny.trajectory import KEY_DIM
 from engine.prompt import COLORS, SHAPES
 
 HISTORY = 3  # poses of earlier keyframes the pose model sees
 IMAGE_SLOT = 6  # reference picture squeezed to 32x32 (RGB) + sprite-sized crop (RGB)
 COND_CHANNELS = 2 * CANVAS_CHANNELS + IMAGE_SLOT  # previous canvas, memory anchor, image slot
-TRAJ_FEATURES = 4 * POSE_DIM + 2 + 4  # 4 poses, 2 presence flags, u, energy, 2 phase deltas
+TRAJ_FEATURES = 2 * KEY_DIM + 4  # both keyframes' pose and motion, u, energy, 2 phase deltas
 NUM_COLORS, NUM_SHAPES = len(COLORS), len(SHAPES)  # the attribute and probe heads' classes
 
 
@@ -143,19 +144,25 @@ class GatedFusion(nn.Module):
 
 
 class PoseFlow(nn.Module):
-    """Velocity field for the next keyframe's pose, given the condition and the history."""
+    """Velocity field for the next keyframe's pose and motion (a key vector: pose, velocity,
+    acceleration; see trajectory.py), given the condition and the history of keys."""
 
     def __init__(self, cfg: TinyConfig) -> None:
         super().__init__()
-        inputs = POSE_DIM + 32 + cfg.dim + HISTORY * (POSE_DIM + 1) + 2
+        inputs = KEY_DIM + 32 + cfg.dim + HISTORY * (KEY_DIM + 1) + 2
         h = cfg.pose_hidden
         self.net = nn.Sequential(nn.Linear(inputs, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU(),
-                                 nn.Linear(h, h), nn.SiLU(), nn.Linear(h, POSE_DIM))
+                                 nn.Linear(h, h), nn.SiLU(), nn.Linear(h, KEY_DIM))
 
     def forward(self, noisy: torch.Tensor, tau: torch.Tensor, cond: torch.Tensor,
                 history: torch.Tensor, beat: torch.Tensor) -> torch.Tensor:
-        # noisy [B, 5], tau [B], cond [B, D], history [B, HISTORY*(5+1)], beat [B, 2]
-        x = torch.cat([noisy, timestep_embedding(tau, 32), cond, history, beat], dim=-1)
+        # noisy [B, KEY_DIM], tau [B], cond [B, D], history [B, HISTORY*(KEY_DIM+1)], beat [B, 2]
+        # The history is read in the same normalised units as the key it predicts: a bounce's
+        # phase is in small differences of height and large ones of velocity.
+        keys = history.view(len(history), HISTORY, KEY_DIM + 1)
+        present = keys[..., KEY_DIM:]
+        keys = torch.cat([normalise_pose(keys[..., :KEY_DIM]) * present, present], dim=-1)
+        x = torch.cat([noisy, timestep_embedding(tau, 32), cond, keys.flatten(1), beat], dim=-1)
         return self.net(x)
 
 
@@ -240,10 +247,11 @@ class CanvasUNet(nn.Module):
 
 
 class Trajectory(nn.Module):
-    """Pose at any frame: a learned correction to the straight path between two keyframes.
+    """Pose at any frame: a learned correction to the physical path between two keyframes
+    (trajectory.physical_path).
 
-    Output is [dx, dy, dscale, dangle] added to the linear interpolation, so the audio can
-    make the subject hop and swell between keyframes.
+    Output is [dx, dy, dscale, dangle] added to that path, so the audio can make the subject
+    hop and swell between keyframes.
     """
 
     def __init__(self, cfg: TinyConfig) -> None:
@@ -338,9 +346,10 @@ class TinyVideoModel(nn.Module):
         return t @ v.T
 
 
-# Poses are normalised for the flow model so every coordinate spreads over about [-1, 1].
-POSE_CENTER = (0.5, 0.5, 1.0, 0.0, 0.0)
-POSE_SPREAD = (3.0, 3.0, 3.0, 1.0, 1.0)
+# Keys are normalised for the flow model so every coordinate spreads over about [-1, 1]:
+# pose (x, y, scale, cos, sin), velocity and acceleration of (x, y, scale, angle).
+POSE_CENTER = (0.5, 0.5, 1.0, 0.0, 0.0) + (0.0,) * 8
+POSE_SPREAD = (3.0, 3.0, 3.0, 1.0, 1.0) + (3.0, 1.0, 1.0, 0.5) + (1.0, 0.4, 0.2, 0.3)
 TRAJ_SPREAD = (5.0, 5.0, 5.0, 1.0)  # residual [dx, dy, dscale, dangle] scaling
 
 
@@ -361,8 +370,8 @@ POSE_TEMPERATURE = 0.25
 
 def sample_pose(model: TinyVideoModel, noise: torch.Tensor, cond: torch.Tensor,
                 history: torch.Tensor, beat: torch.Tensor) -> torch.Tensor:
-    """Integrate the pose flow from `noise` [B, 5] (Euler): the next pose [B, 5], tidied the way
-    a keyframe stores it (unit cos/sin, scale at least 0.2). Inference and the training rollout
+    """Integrate the pose flow from `noise` [B, KEY_DIM] (Euler): the next key [B, KEY_DIM],
+    tidied the way a keyframe stores it (unit cos/sin, scale at least 0.2). Inference and the training rollout
     share it, so the model learns from the poses it will really be fed back."""
     z = noise
     for i in range(POSE_SAMPLING_STEPS):
@@ -370,4 +379,4 @@ def sample_pose(model: TinyVideoModel, noise: torch.Tensor, cond: torch.Tensor,
         z = z + model.pose(z, tau, cond, history, beat) / POSE_SAMPLING_STEPS
     pose = denormalise_pose(z)
     turn = F.normalize(pose[:, 3:5], dim=-1)
-    return torch.cat([pose[:, :2], pose[:, 2:3].clamp(min=0.2), turn], dim=-1)
+    return torch.cat([pose[:, :2], pose[:, 2:3].clamp(min=0.2), turn, pose[:, 5:]], dim=-1)

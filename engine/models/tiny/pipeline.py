@@ -43,7 +43,7 @@ from engine.models.tiny.modules import (
 )
 from engine.models.tiny.state import TinyState
 from engine.models.tiny.tokenizer import tokenize
-from engine.models.tiny.trajectory import trajectory_baseline, trajectory_features
+from engine.models.tiny.trajectory import KEY_DIM, physical_path, trajectory_features
 from engine.sprites import premultiply
 from engine.timeline import AUDIO_WINDOW, KeyframePlan, SegmentPlan
 
@@ -96,6 +96,11 @@ def _chw(image: np.ndarray) -> torch.Tensor:
 def pose_of(keyframe: Keyframe[TinyState]) -> np.ndarray:
     s = keyframe.state
     return Pose(s.x, s.y, s.scale, s.angle).vector()
+
+
+def key_of(keyframe: Keyframe[TinyState]) -> np.ndarray:
+    """The keyframe's pose and motion: [KEY_DIM] (trajectory.py)."""
+    return np.concatenate([pose_of(keyframe), keyframe.state.motion]).astype(np.float32)
 
 
 def upsample_layers(model: TinyVideoModel, canvases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -159,33 +164,30 @@ class TinyKeyframeModel:
 
         # The subject's pose: from the reference picture for the first keyframe, else sampled.
         phase_before = history[-1].state.beat_phase if history else 0.0
+        motion = np.zeros(KEY_DIM - POSE_DIM, np.float32)
         if image is not None and not history:
             pose = image["pose"]
         else:
-            hist = np.zeros((HISTORY, 6), np.float32)
+            hist = np.zeros((HISTORY, KEY_DIM + 1), np.float32)
             for j, k in enumerate(history[-HISTORY:][::-1]):
-                hist[HISTORY - 1 - j] = [*pose_of(k), 1.0]
+                hist[HISTORY - 1 - j] = [*key_of(k), 1.0]
             beat = [plan.beat_energy, plan.beat_phase - phase_before if history else 0.0]
             # The pose model was trained on prompt + audio only (no image tokens).
             pose_cond = self._condition(plan.prompt, plan, None)[0][:1] if image else cond[0][:1]
             # The first pose is drawn at full width: it is where seeds differ.
             temperature = POSE_TEMPERATURE if history else 1.0
-            noise = temperature * torch.randn((1, POSE_DIM), generator=gen)
+            noise = temperature * torch.randn((1, KEY_DIM), generator=gen)
             drawn = sample_pose(model, noise, pose_cond, torch.from_numpy(hist.reshape(1, -1)),
-                                torch.tensor([beat], dtype=torch.float32))
-            pose = Pose.from_vector(drawn[0].numpy())
+                                torch.tensor([beat], dtype=torch.float32))[0].numpy()
+            pose, motion = Pose.from_vector(drawn[:POSE_DIM]), drawn[POSE_DIM:]
 
         # Within a shot (a run of one prompt) the layers are drawn once, at its first keyframe,
         # and then held: the world's backdrop stands still and its subject is rigid, so only
         # the pose moves. Redrawing them at every keyframe (as an earlier version did, from
         # the anchor) changed the backdrop's fine texture and the sprite's edges once a
         # second, a pulse over the whole frame at every keyframe.
-        # A prompt that comes back brings its remembered canvas back as it was.
-        remembered = _anchor_for(plan.prompt, memory) if history else None
         if history and history[-1].prompt == plan.prompt:
             canvas = history[-1].state.canvas.astype(np.float32)
-        elif remembered is not None and image is None:
-            canvas = remembered.numpy()
         else:
             canvas = self._draw_canvas(plan, history, memory, image, cond, gen)
 
@@ -195,9 +197,9 @@ class TinyKeyframeModel:
                         interpolation=cv2.INTER_LINEAR)
         picture = composite(bg, sprites[0], pose)
         state = TinyState(float(pose.x), float(pose.y), float(pose.scale), float(pose.angle),
-                          float(plan.beat_phase), canvas.astype(np.float16))
+                          float(plan.beat_phase), canvas.astype(np.float16),
+                          np.asarray(motion, np.float32))
         return Keyframe(plan.t, picture, plan.prompt, state)
-
 
     def _draw_canvas(self, plan: KeyframePlan, history: Sequence[Keyframe], memory: MemoryView,
                      image: dict | None, cond: tuple[torch.Tensor, ...],
@@ -295,7 +297,7 @@ class TinySegmentModel:
     ) -> np.ndarray:
         model = self.model
         width, height = plan.width, plan.height
-        poses = [pose_of(k) for k in keyframes]
+        keys = np.stack([key_of(k) for k in keyframes])
         times = np.array([k.t for k in keyframes])
         frame_times = plan.frame_times()
         # Every frame's interval a -> b (b = a at a single-keyframe segment), u in seconds
@@ -331,11 +333,9 @@ class TinySegmentModel:
         phases = [plan.cue_at(k.t).beat_phase for k in keyframes]
 
         def features(a: int, b: int, u: float, energy: float, phase: float) -> np.ndarray:
-            return trajectory_features(
-                poses[a], poses[b], poses[a - 1] if a >= 1 else np.zeros(5, np.float32),
-                poses[b + 1] if b + 1 < n else np.zeros(5, np.float32), a >= 1, b + 1 < n,
-                min(max(u, -0.3), 1.3),  # the range the trajectory model was trained on
-                energy, phase - phases[a], phases[b] - phases[a])
+            return trajectory_features(keys[a], keys[b],
+                                       min(max(u, 0.0), 1.0),  # the range the network was trained on
+                                       energy, phase - phases[a], phases[b] - phases[a])
 
         rows, conds = [], []
         cond_cache: dict[int, torch.Tensor] = {}
@@ -365,12 +365,15 @@ class TinySegmentModel:
         residual -= (1 - w_of)[:, None] * ends[at, 0] + w_of[:, None] * ends[at, 1]
         residual[b_of == a_of] = 0.0  # a single keyframe: hold its pose
 
+        # The physical path between keyframes (trajectory.py), the network's correction on top.
+        single = b_of == a_of
+        path = physical_path(keys[a_of], keys[b_of], np.where(single, 0.0, u_of),
+                             np.where(single, 1.0, span)) + residual
+
         frames = np.empty((plan.num_frames, height, width, 3), np.uint8)
-        for i, (a, b, u, w) in enumerate(zip(a_of.tolist(), b_of.tolist(), u_of.tolist(),
-                                             w_of.tolist(), strict=True)):
-            base = trajectory_baseline(poses[a], poses[b], u)
-            r = residual[i]
-            pose = Pose(base[0] + r[0], base[1] + r[1], max(base[2] + r[2], 0.2), base[3] + r[3])
+        for i, (a, b, w) in enumerate(zip(a_of.tolist(), b_of.tolist(), w_of.tolist(), strict=True)):
+            x, y, scale, angle = path[i].tolist()
+            pose = Pose(x, y, max(scale, 0.2), angle)
             if w == 0.0 or owner[a] == owner[b]:
                 bg, layer = held[a], layers[a]  # paste draws on a copy
             else:
