@@ -155,7 +155,8 @@ def test_every_module_has_the_documented_shapes():
                      torch.randn(b, COND_CHANNELS, 32, 32), torch.zeros(b, 3))
     assert v.shape == (b, CANVAS_CHANNELS, 32, 32)
     assert model.pose(torch.randn(b, KEY_DIM), torch.rand(b), cond,
-                      torch.zeros(b, HISTORY * (KEY_DIM + 1)), torch.zeros(b, 2)).shape == (b, KEY_DIM)
+                      torch.zeros(b, HISTORY * (KEY_DIM + 1)), torch.zeros(b, 2),
+                      torch.zeros(b, KEY_DIM)).shape == (b, KEY_DIM)
     assert model.trajectory(torch.randn(b, TRAJ_FEATURES), cond).shape == (b, 4)
     assert model.upsampler(torch.rand(b, 4, 32, 32)).shape == (b, 4, 64, 64)
     color, shape = model.probe(image)
@@ -406,3 +407,51 @@ def test_shipped_pose_model_keeps_an_orbit_in_the_frame():
     assert inside >= 0.95
     assert 0.15 <= late <= 0.35  # the world's orbit: 0.27 from the center
     assert step >= 0.1  # it still goes round (a collapsed orbit stands still)
+
+
+@pytest.mark.parametrize("prompt", ["a red star bouncing at night", "a blue circle drifting left at sunset",
+                                    "a cyan square orbiting in a meadow", "a white circle pulsing at day",
+                                    "a green triangle spinning in the ocean", "a red square resting at day"])
+def test_the_motion_law_carries_the_worlds_keys_forward(prompt):
+    """Stage 1's law of motion (physics.py), from the world's key at one keyframe, gives the
+    world's key at the next (the pose model only corrects it), and run on its own for a
+    minute it keeps the world's motion: no energy lost, an orbit's radius kept."""
+    from engine.models.tiny.physics import extrapolate, motion_class
+
+    keys = torch.from_numpy(np.stack(list(_world_keys(prompt, 5, 61).values())[:61]))
+    motion = torch.full((60,), motion_class(prompt))
+    step = extrapolate(keys[:-1], motion)
+    assert (step[:, :3] - keys[1:, :3]).abs().max() < 0.03, prompt  # resting breathes 0.015
+    key = keys[:1]
+    for _ in range(60):
+        key = extrapolate(key, motion[:1])
+    assert (key[0, :3] - keys[60, :3]).abs().max() < 0.1, prompt
+
+
+def test_the_motion_law_restores_what_defines_a_motion():
+    """A first keyframe drawn off (a small orbit, a low bounce, a slow drift) relaxes to the
+    motion's own size within a few keyframes, phase kept."""
+    from engine.models.tiny.physics import (
+        BOUNCE_HEIGHT,
+        DRIFT_SPEED,
+        FLOOR,
+        GRAVITY,
+        ORBIT_RADIUS,
+        extrapolate,
+        motion_class,
+    )
+
+    def run(prompt: str, key: list[float], steps: int = 12) -> torch.Tensor:
+        k = torch.tensor([key], dtype=torch.float32)
+        for _ in range(steps):
+            k = extrapolate(k, torch.tensor([motion_class(prompt)]))
+        return k[0]
+
+    still = [0.0] * 8
+    orbit = run("a cyan square orbiting", [0.55, 0.5, 1.0, 1.0, 0.0, 0.0, 0.05, 0.0, 0.0, *[0.0] * 4])
+    assert abs(math.hypot(orbit[0] - 0.5, orbit[1] - 0.5) - ORBIT_RADIUS) < 0.02
+    bounce = run("a red star bouncing", [0.5, 0.6, 1.0, 1.0, 0.0, *still])
+    energy = FLOOR - bounce[1] + bounce[6] ** 2 / (2 * GRAVITY)
+    assert abs(energy - BOUNCE_HEIGHT) < 0.04
+    drift = run("a blue circle drifting left", [0.5, 0.5, 1.0, 1.0, 0.0, *still])
+    assert abs(drift[5] + DRIFT_SPEED) < 0.01

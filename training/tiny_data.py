@@ -17,6 +17,7 @@ import numpy as np
 from engine.models.tiny.layers import (
     CANVAS,
     HI,
+    POSE_DIM,
     Pose,
     composite,
     crop_sprite,
@@ -24,7 +25,7 @@ from engine.models.tiny.layers import (
     squeeze_background,
     to_canvas,
 )
-from engine.models.tiny.modules import HISTORY
+from engine.models.tiny.modules import HISTORY, POSE_SPREAD
 from engine.models.tiny.tokenizer import tokenize
 from engine.models.tiny.trajectory import KEY_DIM, physical_path, trajectory_features, wrap
 from engine.prompt import (
@@ -58,6 +59,14 @@ ROLLOUT_SHARE = 0.5
 # Larger accelerations (frame fractions per second squared) are events, not motion: a bounce's
 # impact or a wrap-around inside a finite difference. The world's smooth ones stay under 6.
 MAX_ACCELERATION = 20.0
+# Perturbed histories (the pose refit): a share of teacher-forced samples see their history's
+# motion scaled by one factor (exp of a normal with this spread: a slower orbit, a lower
+# bounce) and every number jittered (normalised units, spread up to HISTORY_JITTER), and
+# learn the world's clean next key. The law of motion (physics.py) keeps whatever energy a
+# keyframe shows, errors included; this teaches the correction to restore the motion's own.
+HISTORY_NOISE_SHARE = 0.5
+HISTORY_MOTION_SCALE = 0.4
+HISTORY_JITTER = 0.3
 _OOV = ("shiny", "wooden", "robot", "castle", "happy", "glowing", "ancient", "tiny", "neon", "soft")
 
 
@@ -257,15 +266,17 @@ class BatchMaker:
                 "envelope": np.stack(env), "attributes": np.array(labels, np.int64)}
 
     # -- Stage 1 pose: next keyframe pose from history and beat ----------------------------
-    def pose_batch(self, n: int, rollout_share: float = 0.0) -> dict[str, np.ndarray]:
+    def pose_batch(self, n: int, rollout_share: float = 0.0, noise_share: float = 0.0
+                   ) -> dict[str, np.ndarray]:
         """World poses for the pose model: the history before time t, then the clip's poses and
         beat features at t, t+1, .., t+k (zeros after). `steps` (k) says how many of those keyframes
         the trainer first lets the model draw itself (fed back as history, no gradient) before
         the one it learns: 0 (teacher forcing) except for a `rollout_share` of the samples."""
         rng = self.rng
-        ids, future, history, beats, env, steps = [], [], [], [], [], []
+        ids, future, history, beats, env, steps, motions = [], [], [], [], [], [], []
         for _ in range(n):
             text, scene = random_scene_prompt(rng)
+            motions.append(MOTIONS.index(scene.motion))  # the law the pose model corrects
             clip = self.motion(scene)
             count = int(rng.integers(0, HISTORY + 1))
             t = 0.0 if count == 0 else float(rng.integers(count, 60))
@@ -286,6 +297,8 @@ class BatchMaker:
             # pose from there would teach the model to ignore its history.
             rolls = rollout_share > 0 and rng.random() < rollout_share and count > 0 and past is clip
             k = int(rng.integers(1, POSE_ROLLOUT + 1)) if rolls else 0
+            if noise_share > 0 and count and k == 0 and rng.random() < noise_share:
+                hist[:, :KEY_DIM] = _perturbed(rng, hist[:, :KEY_DIM]) * hist[:, KEY_DIM:]
             poses = np.zeros((POSE_ROLLOUT + 1, KEY_DIM), np.float32)  # only keyframes 0..k are read
             beat = np.zeros((POSE_ROLLOUT + 1, 2), np.float32)
             for j in range(k + 1):
@@ -301,7 +314,8 @@ class BatchMaker:
             steps.append(k)
         return {"ids": np.stack(ids), "future": np.stack(future),
                 "history": np.stack(history), "beats": np.stack(beats),
-                "envelope": np.stack(env), "steps": np.array(steps, np.int64)}
+                "envelope": np.stack(env), "steps": np.array(steps, np.int64),
+                "motion": np.array(motions, np.int64)}
 
     # -- Stage 2 trajectory: pose at any frame between keyframes ---------------------------
     def trajectory_batch(self, n: int) -> dict[str, np.ndarray]:
@@ -365,6 +379,18 @@ class BatchMaker:
             low.append(lo.transpose(2, 0, 1))
             high.append(hi.transpose(2, 0, 1))
         return {"low": np.stack(low).astype(np.float32), "high": np.stack(high).astype(np.float32)}
+
+
+def _perturbed(rng: np.random.Generator, keys: np.ndarray) -> np.ndarray:
+    """History keys [HISTORY, KEY_DIM] with their motion scaled by one factor and jittered,
+    tidied as a keyframe stores them (unit cos/sin, scale at least 0.2)."""
+    keys = keys.copy()
+    keys[:, POSE_DIM:] *= float(np.exp(rng.normal(0.0, HISTORY_MOTION_SCALE)))
+    jitter = rng.uniform(0.0, HISTORY_JITTER)
+    keys += rng.normal(0.0, jitter, keys.shape).astype(np.float32) / np.asarray(POSE_SPREAD, np.float32)
+    keys[:, 3:5] /= np.maximum(np.hypot(keys[:, 3], keys[:, 4]), 1e-6)[:, None]
+    keys[:, 2] = np.maximum(keys[:, 2], 0.2)
+    return keys
 
 
 def _chw(images: np.ndarray) -> np.ndarray:

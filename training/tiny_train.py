@@ -38,11 +38,12 @@ from engine.models.tiny.modules import (
     TRAJ_SPREAD,
     TinyConfig,
     TinyVideoModel,
-    normalise_pose,
+    pose_base,
+    pose_target,
     sample_pose,
 )
 from engine.models.tiny.trajectory import KEY_DIM
-from training.tiny_data import ROLLOUT_SHARE, BatchMaker
+from training.tiny_data import HISTORY_NOISE_SHARE, ROLLOUT_SHARE, BatchMaker
 from training.weights import save_weights
 
 CONTRASTIVE_TEMPERATURE = 0.1
@@ -122,7 +123,7 @@ def rollout(model: TinyVideoModel, cond: torch.Tensor, b: dict[str, torch.Tensor
         for j in range(int(b["steps"].max())):
             temperature = torch.where(history[:, -1, -1] > 0, POSE_TEMPERATURE, 1.0)[:, None]
             noise = temperature * torch.randn((len(cond), KEY_DIM), generator=gen)
-            pose = sample_pose(model, noise, cond, history.flatten(1), b["beats"][:, j])
+            pose = sample_pose(model, noise, cond, history.flatten(1), b["beats"][:, j], b["motion"])
             drawn = torch.cat([pose, torch.ones_like(pose[:, :1])], dim=-1)
             pushed = torch.cat([history[:, 1:], drawn[:, None]], dim=1)
             history = torch.where((b["steps"] > j)[:, None, None], pushed, history)
@@ -134,8 +135,9 @@ def pose_loss(model: TinyVideoModel, b: dict[str, torch.Tensor], gen: torch.Gene
     history = rollout(model, cond.detach(), b, gen)
     rows = torch.arange(len(cond))
     target, beat = b["future"][rows, b["steps"]], b["beats"][rows, b["steps"]]
-    xt, tau, velocity = flow_pair(normalise_pose(target), gen)
-    return F.mse_loss(model.pose(xt, tau, cond, history, beat), velocity)
+    base, gain = pose_base(history, b["motion"])
+    xt, tau, velocity = flow_pair(pose_target(target, base, gain), gen)
+    return F.mse_loss(model.pose(xt, tau, cond, history, beat, base), velocity)
 
 
 def trajectory_loss(model: TinyVideoModel, b: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -191,6 +193,7 @@ class RefitConfig:
     pose_batch: int = 128
     trajectory_batch: int = 128
     rollout_share: float = ROLLOUT_SHARE
+    noise_share: float = HISTORY_NOISE_SHARE  # perturbed histories (tiny_data.py)
     teacher_forcing: float = 0.3  # the first share of the steps learns from the world's histories only
     threads: int = 2
 
@@ -231,7 +234,8 @@ def refit_pose(cfg: RefitConfig, base: Path, out: Path, command: str, log=print)
             group["lr"] = cfg.lr * min(1.0, (step + 1) / 100) * (
                 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
         share = cfg.rollout_share if step >= cfg.teacher_forcing * cfg.steps else 0.0
-        parts_loss = {"pose": pose_loss(model, _t(maker.pose_batch(cfg.pose_batch, share)), gen),
+        batch = maker.pose_batch(cfg.pose_batch, share, cfg.noise_share)
+        parts_loss = {"pose": pose_loss(model, _t(batch), gen),
                       "trajectory": trajectory_loss(model, _t(maker.trajectory_batch(cfg.trajectory_batch)))}
         loss = sum(parts_loss.values())
         opt.zero_grad(set_to_none=True)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.models.tiny.layers import CANVAS_CHANNELS
+from engine.models.tiny.physics import extrapolate, settle
 from engine.models.tiny.tokenizer import MAX_TOKENS, PAD, VOCAB_SIZE
 from engine.models.tiny.trajectory import KEY_DIM
 from engine.prompt import COLORS, SHAPES
@@ -144,25 +145,30 @@ class GatedFusion(nn.Module):
 
 
 class PoseFlow(nn.Module):
-    """Velocity field for the next keyframe's pose and motion (a key vector: pose, velocity,
-    acceleration; see trajectory.py), given the condition and the history of keys."""
+    """Velocity field for the next keyframe's key (pose, velocity, acceleration; see
+    trajectory.py) *as a correction to the motion law's prediction* (physics.py: the last key
+    carried one keyframe forward under the prompt's law of motion), given the condition, the
+    history of keys and that prediction. A network rolled out on its own whole-pose
+    predictions lost energy every keyframe; a law that keeps a motion's energy needs only a
+    small correction, and a correction of zero keeps the motion going."""
 
     def __init__(self, cfg: TinyConfig) -> None:
         super().__init__()
-        inputs = KEY_DIM + 32 + cfg.dim + HISTORY * (KEY_DIM + 1) + 2
+        inputs = 2 * KEY_DIM + 32 + cfg.dim + HISTORY * (KEY_DIM + 1) + 2
         h = cfg.pose_hidden
         self.net = nn.Sequential(nn.Linear(inputs, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU(),
                                  nn.Linear(h, h), nn.SiLU(), nn.Linear(h, KEY_DIM))
 
     def forward(self, noisy: torch.Tensor, tau: torch.Tensor, cond: torch.Tensor,
-                history: torch.Tensor, beat: torch.Tensor) -> torch.Tensor:
-        # noisy [B, KEY_DIM], tau [B], cond [B, D], history [B, HISTORY*(KEY_DIM+1)], beat [B, 2]
+                history: torch.Tensor, beat: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        # noisy [B, KEY_DIM], tau [B], cond [B, D], history [B, HISTORY*(KEY_DIM+1)], beat [B, 2],
+        # base [B, KEY_DIM]: the law's prediction, normalised (zeros without a history)
         # The history is read in the same normalised units as the key it predicts: a bounce's
         # phase is in small differences of height and large ones of velocity.
         keys = history.view(len(history), HISTORY, KEY_DIM + 1)
         present = keys[..., KEY_DIM:]
         keys = torch.cat([normalise_pose(keys[..., :KEY_DIM]) * present, present], dim=-1)
-        x = torch.cat([noisy, timestep_embedding(tau, 32), cond, keys.flatten(1), beat], dim=-1)
+        x = torch.cat([noisy, timestep_embedding(tau, 32), cond, keys.flatten(1), beat, base], dim=-1)
         return self.net(x)
 
 
@@ -368,15 +374,44 @@ POSE_SAMPLING_STEPS = 8
 POSE_TEMPERATURE = 0.25
 
 
+# The flow's variable is the correction to the law's prediction, in normalised units times
+# this gain once there is a history (the correction is small; the first key is the whole pose).
+RESIDUAL_GAIN = 16.0
+
+
+def pose_base(history: torch.Tensor, motion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The law's prediction of the next key, normalised [B, KEY_DIM] (zeros, the centre of the
+    pose prior, where there is no history), and the flow's gain [B, 1]."""
+    keys = history.view(len(history), HISTORY, KEY_DIM + 1)
+    present = keys[:, -1, KEY_DIM:] > 0
+    if not present.any():
+        return torch.zeros_like(keys[:, -1, :KEY_DIM]), torch.ones_like(present, dtype=keys.dtype)
+    base = normalise_pose(extrapolate(keys[:, -1, :KEY_DIM], motion)) * present
+    return base, torch.where(present, RESIDUAL_GAIN, 1.0)
+
+
+def pose_target(key: torch.Tensor, base: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """A key [B, KEY_DIM] as the flow's variable: its correction to the law's prediction."""
+    return (normalise_pose(key) - base) * gain
+
+
 def sample_pose(model: TinyVideoModel, noise: torch.Tensor, cond: torch.Tensor,
-                history: torch.Tensor, beat: torch.Tensor) -> torch.Tensor:
+                history: torch.Tensor, beat: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
     """Integrate the pose flow from `noise` [B, KEY_DIM] (Euler): the next key [B, KEY_DIM],
-    tidied the way a keyframe stores it (unit cos/sin, scale at least 0.2). Inference and the training rollout
-    share it, so the model learns from the poses it will really be fed back."""
+    the law's prediction for `motion` [B] (class indices, physics.py) plus the sampled
+    correction, tidied the way a keyframe stores it (unit cos/sin, scale at least 0.2).
+    Inference and the training rollout share it, so the model learns from the poses it will
+    really be fed back."""
+    base, gain = pose_base(history, motion)
     z = noise
     for i in range(POSE_SAMPLING_STEPS):
         tau = torch.full((len(z),), i / POSE_SAMPLING_STEPS)
-        z = z + model.pose(z, tau, cond, history, beat) / POSE_SAMPLING_STEPS
-    pose = denormalise_pose(z)
+        z = z + model.pose(z, tau, cond, history, beat, base) / POSE_SAMPLING_STEPS
+    pose = denormalise_pose(base + z / gain)
     turn = F.normalize(pose[:, 3:5], dim=-1)
-    return torch.cat([pose[:, :2], pose[:, 2:3].clamp(min=0.2), turn, pose[:, 5:]], dim=-1)
+    pose = torch.cat([pose[:, :2], pose[:, 2:3].clamp(min=0.2), turn, pose[:, 5:]], dim=-1)
+    # A first key (no history) starts on its motion's own size; later ones follow the law.
+    first = gain[:, 0] == 1.0
+    if first.any():
+        pose = torch.where(first[:, None], settle(pose, motion), pose)
+    return pose

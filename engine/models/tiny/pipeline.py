@@ -41,6 +41,7 @@ from engine.models.tiny.modules import (
     TinyVideoModel,
     sample_pose,
 )
+from engine.models.tiny.physics import motion_class
 from engine.models.tiny.state import TinyState
 from engine.models.tiny.tokenizer import tokenize
 from engine.models.tiny.trajectory import KEY_DIM, physical_path, trajectory_features
@@ -178,7 +179,8 @@ class TinyKeyframeModel:
             temperature = POSE_TEMPERATURE if history else 1.0
             noise = temperature * torch.randn((1, KEY_DIM), generator=gen)
             drawn = sample_pose(model, noise, pose_cond, torch.from_numpy(hist.reshape(1, -1)),
-                                torch.tensor([beat], dtype=torch.float32))[0].numpy()
+                                torch.tensor([beat], dtype=torch.float32),
+                                torch.tensor([motion_class(plan.prompt)]))[0].numpy()
             pose, motion = Pose.from_vector(drawn[:POSE_DIM]), drawn[POSE_DIM:]
 
         # Within a shot (a run of one prompt) the layers are drawn once, at its first keyframe,
@@ -186,8 +188,12 @@ class TinyKeyframeModel:
         # the pose moves. Redrawing them at every keyframe (as an earlier version did, from
         # the anchor) changed the backdrop's fine texture and the sprite's edges once a
         # second, a pulse over the whole frame at every keyframe.
+        # A prompt that comes back brings its remembered canvas back as it was.
+        remembered = _anchor_for(plan.prompt, memory) if history else None
         if history and history[-1].prompt == plan.prompt:
             canvas = history[-1].state.canvas.astype(np.float32)
+        elif remembered is not None and image is None:
+            canvas = remembered.numpy()
         else:
             canvas = self._draw_canvas(plan, history, memory, image, cond, gen)
 
