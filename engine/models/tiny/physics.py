@@ -68,6 +68,8 @@ BOUNCE_HEIGHT = 0.44  # apex above the floor
 DRIFT_SPEED = 0.07  # frame widths per second
 SPIN_RATE = TAU / 3.0
 PULSE_AMPLITUDE, PULSE_OMEGA = 0.35, TAU / 1.6
+DRIFT_BOB, DRIFT_BOB_OMEGA = 0.05, TAU / 4.0  # a drifting subject's vertical bob
+SWAY, SWAY_OMEGA = 0.25, TAU / 13.0  # a bouncing subject's sideways sway
 REST_HEIGHT = 0.68  # a resting subject sits low
 CENTRE_BOX = (0.45, 0.55)  # a spinning or pulsing subject stays about the middle
 
@@ -169,15 +171,19 @@ def _size_laws(key: torch.Tensor, out: torch.Tensor, motion: torch.Tensor, dt: f
     rate = out[:, v + 3]
     spin_dir = torch.where(rate < 0, -1.0, 1.0)
     out[sp, v + 3] = _relax(rate, spin_dir * SPIN_RATE, dt)[sp]
-    # Pulse: the scale's oscillation about 1 relaxes to the class's amplitude (phase kept).
-    pu = m("pulsing")
-    ds, vs = out[:, 2] - 1.0, out[:, v + 2]
-    amplitude = torch.sqrt(ds * ds + (vs / PULSE_OMEGA) ** 2)
-    phase = torch.atan2(-vs / PULSE_OMEGA, ds)
-    goal = _relax(amplitude, PULSE_AMPLITUDE, dt)
-    out[pu, 2] = (1.0 + goal * torch.cos(phase))[pu]
-    out[pu, v + 2] = (-goal * PULSE_OMEGA * torch.sin(phase))[pu]
-    out[pu, v + 6] = (-(PULSE_OMEGA ** 2) * goal * torch.cos(phase))[pu]
+    # Oscillations about a centre relax to the class's amplitude (phase kept): the pulse's
+    # size, a drift's vertical bob, a bounce's sideways sway.
+    for rows, c, centre, omega, size in ((m("pulsing"), 2, 1.0, PULSE_OMEGA, PULSE_AMPLITUDE),
+                                         (m("drifting_left") | m("drifting_right"), 1, 0.5,
+                                          DRIFT_BOB_OMEGA, DRIFT_BOB),
+                                         (m("bouncing"), 0, 0.5, SWAY_OMEGA, SWAY)):
+        dc, vc = out[:, c] - centre, out[:, v + c]
+        amplitude = torch.sqrt(dc * dc + (vc / omega) ** 2)
+        phase = torch.atan2(-vc / omega, dc)
+        goal = _relax(amplitude, size, dt)
+        out[rows, c] = (centre + goal * torch.cos(phase))[rows]
+        out[rows, v + c] = (-goal * omega * torch.sin(phase))[rows]
+        out[rows, v + 4 + c] = (-(omega ** 2) * goal * torch.cos(phase))[rows]
     # Where a subject that stays in place stays: resting low, spinning and pulsing mid-frame.
     r = m("resting")
     out[r, 1] = _relax(out[r, 1], REST_HEIGHT, dt)
