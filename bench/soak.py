@@ -2,7 +2,7 @@
 
     python -m bench.soak                      # one hour of video (about 30 min on 2 cores)
     python -m bench.soak --duration 10m       # shorter
-    python -m bench.soak --smoke              # 20 s of video: checks that the soak runs
+    python -m bench.soak --smoke              # 120 s of video: checks that the soak runs
 
 Runs `lvp render --preset live --duration D` (bundled tiny model) as a real subprocess and
 samples, every few seconds, the RSS and PSS of the lvp process and every descendant (Ray's
@@ -225,7 +225,7 @@ def growth_by_process(samples: list[Sample], warmup_end: float,
 
 
 def soak(duration: str, model: str, interval: float, warmup: float | None,
-         tmp: Path) -> dict:
+         tmp: Path, settle: float = 60.0) -> dict:
     out = tmp / "soak.mp4"
     cmd = [sys.executable, "-m", "cli", "render", "--prompt", PROMPT, "--preset", "live",
            "--duration", duration, "--model", model, "--out", str(out), "--quiet"]
@@ -241,9 +241,9 @@ def soak(duration: str, model: str, interval: float, warmup: float | None,
     left = gone_within(list(sampler.seen.values()), 60.0)
     report = json.loads(out.with_suffix(".json").read_text())
     # Warm-up: Ray and the actors start and the first segments go through; by default until
-    # the first frame plus 60 s, or a tenth of the run if that is longer.
+    # the first frame plus `settle` s (60), or a tenth of the run if that is longer.
     first_frame = report["first_segment_seconds"]
-    warm = warmup if warmup is not None else max(first_frame + 60.0, 0.1 * wall)
+    warm = warmup if warmup is not None else max(first_frame + settle, 0.1 * wall)
     window = max(interval * 3, min(120.0, 0.05 * wall))
     disk, apparent = store_bytes(out.with_suffix(".lvp"))
     foreign = {f"{k[0]} {k[1]}:{k[2]}": name for k, name in sampler.listening.items()
@@ -316,7 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interval", type=float, default=5.0, help="seconds between samples")
     ap.add_argument("--warmup", type=float, help="seconds of warm-up not counted (default: first "
                                                  "frame + 60 s, or a tenth of the run)")
-    ap.add_argument("--smoke", action="store_true", help="20 s of video, a sample a second")
+    ap.add_argument("--smoke", action="store_true",
+                    help="120 s of video, four samples a second, warm-up until 3 s after the "
+                         "first frame")
     ap.add_argument("--json", type=Path, help="write every figure and sample here")
     args = ap.parse_args(argv)
     if args.interval <= 0:
@@ -325,11 +327,11 @@ def main(argv: list[str] | None = None) -> int:
         parse_duration(args.duration)
     except InputError as exc:
         ap.error(str(exc))
-    duration, interval = ("20", min(args.interval, 1.0)) if args.smoke else (args.duration,
+    duration, interval = ("120", min(args.interval, 0.25)) if args.smoke else (args.duration,
                                                                            args.interval)
-    warmup = args.warmup if args.warmup is not None else (5.0 if args.smoke else None)
     with tempfile.TemporaryDirectory(prefix="lvp-soak-") as tmp:
-        results = soak(duration, args.model, interval, warmup, Path(tmp))
+        results = soak(duration, args.model, interval, args.warmup, Path(tmp),
+                       settle=3.0 if args.smoke else 60.0)
     print_results(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

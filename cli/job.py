@@ -89,10 +89,10 @@ def local_executor(timeline: Timeline, spec: JobSpec, blend: str,
         segments = SegmentStage(backend)
         outputs = output_config(spec)
         # A live stream in this process keeps its recent carries in memory: a prompt change
-        # may take back video not listed yet (the loop's _rewind). Not with audio.
+        # may take back video not listed yet (the loop's _rewind).
         live = outputs.hls_live
         carry = (LiveCarry(outputs.gop_frames, keep=math.ceil(live.ahead / spec.segment_seconds) + 2)
-                 if live is not None and outputs.audio is None else carry_file(spec, outputs))
+                 if live is not None else carry_file(spec, outputs))
         stitcher = Stitcher(open_sinks(outputs, start.written), blend=blend,
                             probe=probe_plan(spec), start=start, carry=carry,
                             encoding=outputs.encoding)

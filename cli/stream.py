@@ -79,8 +79,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     live.add_argument("--ahead", type=float, default=2.0, metavar="SECONDS",
                       help="finished video held back ahead of the live edge, to absorb jitter "
                            "(default: 2; more is smoother; a prompt change takes back what is "
-                           "not listed yet, except with --audio or --executor ray, where less "
-                           "lands it sooner)")
+                           "not listed yet, except with --executor ray, where less lands it "
+                           "sooner)")
     live.add_argument("--window", type=int, default=8, metavar="SEGMENTS",
                       help="segments the live playlist lists (default: 8, at least 6)")
     live.add_argument("--report", type=Path, help="run report (default: DIR.json beside the folder)")

@@ -6,6 +6,7 @@ import contextlib
 import math
 import numbers
 import os
+from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import partial
@@ -40,11 +41,6 @@ class Sink(Protocol):
 
     def close(self) -> None:
         """Finalize the output; idempotent."""
-
-
-class EncodedSink(Sink, Protocol):
-    def write_encoded(self, video: EncodedVideo) -> None:
-        """Closed GOPs encoded elsewhere (stitcher.chunks), continuing the video."""
 
 
 def _check_geometry(fps: int, width: int, height: int) -> None:
@@ -113,21 +109,62 @@ def _rgb_frame(rgb: np.ndarray, pts: int, time_base: Fraction) -> av.VideoFrame:
     return frame
 
 
-class _AudioFeed:
-    """AudioTrack -> AAC encoder, advanced to a given video time."""
+@dataclass
+class _Handed:
+    index: int  # packets handed out before this one
+    t_seconds: float  # the video time it was handed out for
+    packet: av.Packet
 
-    def __init__(self, track: AudioTrack, encoder: av.AudioCodecContext) -> None:
+
+class _AudioFeed:
+    """AudioTrack -> AAC encoder, advanced to a given video time.
+
+    With `keep`, the packets handed out are kept until `forget_before` (a live stream taking
+    back unlisted video): the audio does not change with the video, so `rewind_to` hands the
+    same packets out again, at the same video times, and the segments come out the same."""
+
+    def __init__(self, track: AudioTrack, encoder: av.AudioCodecContext, keep: bool = False) -> None:
         self.track = track
         self.encoder = encoder
+        self.keep = keep
+        self.handed = 0
+        self.kept: deque[_Handed] = deque()
+        self.replay: deque[_Handed] = deque()
 
     def packets_until(self, t_seconds: float, final: bool = False) -> list[av.Packet]:
         """Encoded audio up to `t_seconds`; `final` ends the audio exactly there and drains."""
         packets = []
+        while self.replay and (final or self.replay[0].t_seconds <= t_seconds):
+            again = self.replay.popleft()
+            packets.append(self._hand(again.packet, again.t_seconds))
+        if self.replay:
+            return packets
+        fresh = []
         for frame in self.track.frames_until(t_seconds, final=final):
-            packets.extend(self.encoder.encode(frame))
+            fresh.extend(self.encoder.encode(frame))
         if final:
-            packets.extend(self.encoder.encode(None))
-        return packets
+            fresh.extend(self.encoder.encode(None))
+        return packets + [self._hand(p, t_seconds) for p in fresh]
+
+    def _hand(self, packet: av.Packet, t_seconds: float) -> av.Packet:
+        if self.keep:
+            self.kept.append(_Handed(self.handed, t_seconds, packet))
+        self.handed += 1
+        return packet
+
+    def rewind_to(self, index: int) -> None:
+        """Hand out packets `index`, ... again (kept since forget_before)."""
+        again = [h for h in self.kept if h.index >= index]
+        if len(again) != self.handed - index:
+            raise ValueError(f"audio packet {index} is no longer kept")
+        self.replay.extendleft(reversed(again))
+        for _ in again:
+            self.kept.pop()
+        self.handed = index
+
+    def forget_before(self, index: int) -> None:
+        while self.kept and self.kept[0].index < index:
+            self.kept.popleft()
 
 
 def _open_track(audio: AudioInput | None) -> AudioTrack | None:
@@ -453,7 +490,8 @@ class HLSSink(_SinkBase):
             _configure_aac(encoder)
             encoder.open()
             self._asc = encoder.extradata
-            self._audio = _AudioFeed(track, encoder)
+            self._audio = _AudioFeed(track, encoder, keep=live is not None)
+        self._audio_marks: dict[int, int] = {}  # unlisted live segment's first frame -> audio packet
         self.folder.mkdir(parents=True, exist_ok=True)
         if live is not None:
             if continue_at:
@@ -490,8 +528,8 @@ class HLSSink(_SinkBase):
 
     @property
     def can_rewind(self) -> bool:
-        """Unlisted live video can be taken back (not with audio: its encoder runs on)."""
-        return self._publisher is not None and self._audio is None and self._video is not None
+        """Unlisted live video can be taken back (its audio is handed out again as it was)."""
+        return self._publisher is not None and self._video is not None
 
     def rewind_points(self) -> list[tuple[int, float]]:
         """(first frame, wall time due) of every segment not listed yet, in order: the
@@ -519,6 +557,8 @@ class HLSSink(_SinkBase):
         changed, if that segment was listed meanwhile."""
         if not self.can_rewind or frame % self._segment_frames:
             return False
+        if self._audio is not None and frame not in self._audio_marks:
+            return False  # its audio is no longer kept
         assert self._publisher is not None and isinstance(self._video, GopEncoder)
         names = [uri for uri, start in self._live_starts.items() if start >= frame]
         if names:
@@ -536,9 +576,24 @@ class HLSSink(_SinkBase):
             self._segment.tmp.unlink(missing_ok=True)
             self._segment = None
         self._video.discard()
+        if self._audio is not None:
+            self._audio.rewind_to(self._audio_marks[frame])
         self.frames_written = self._packets_out = frame
         self._segments_made = frame // self._segment_frames
         return True
+
+    def _forget_listed_audio(self) -> None:
+        """Keep the audio of the segments a rewind may still take back, and no more."""
+        if self._audio is None or self._publisher is None:
+            return
+        queued = {uri for uri, _ in self._publisher.queued()}
+        starts = [start for uri, start in self._live_starts.items() if uri in queued]
+        if self._segment is not None:
+            starts.append(self._segment.first_frame)
+        oldest = min(starts, default=self._packets_out)
+        for frame in [f for f in self._audio_marks if f < oldest]:
+            del self._audio_marks[frame]
+        self._audio.forget_before(self._audio_marks.get(oldest, self._audio.handed))
 
     def _finish(self) -> None:
         if self._segment is not None:
@@ -605,6 +660,8 @@ class HLSSink(_SinkBase):
             "h264", rate=self.fps, width=self.width, height=self.height
         )
         audio = container.add_mux_stream("aac", rate=AUDIO_RATE) if self._audio else None
+        if self._audio is not None and self._live is not None:
+            self._audio_marks[self._packets_out] = self._audio.handed
         return _OpenSegment(container, video, audio, path, tmp, self._packets_out)
 
     def _finish_segment(self, ended: bool) -> None:
@@ -623,6 +680,7 @@ class HLSSink(_SinkBase):
             self._live_starts[segment.path.name] = segment.first_frame
             while len(self._live_starts) > 256:  # long listed (rewind_points prunes on use)
                 del self._live_starts[next(iter(self._live_starts))]
+            self._forget_listed_audio()
             return
         self._playlist.add_segment(segment.path.name, duration)
         write_atomic(self.playlist_path, self._playlist.render(ended=ended))

@@ -211,8 +211,7 @@ class Stitcher:
         skip = max(0, self.written_before - start)
         if skip >= len(video):
             return 0
-        video = video.from_frame(start + skip) if isinstance(video, EncodedVideo) \
-            else video[skip:]
+        video = _from_frame(video, start, start + skip)
         self._write(video)
         return len(video)
 
@@ -236,14 +235,13 @@ class Stitcher:
         if last:  # the video is complete: nothing left to resume
             self.carry.discard()
             return
-        out_len = sum(len(p) for p in pieces)
-        out_start = self.next_frame - out_len
+        out_start = self.next_frame - sum(len(p) for p in pieces)
         keep_from = self.carry.keep_from(self.frames_out)
         keep_all = keep_from < out_start and len(self.recent)
         kept = ([self.recent] if keep_all else []) + [p for p in pieces if len(p)]
         start = self.next_frame - sum(len(p) for p in kept)
         keep_from = max(keep_from, start)  # a resumed run has nothing from before it
-        self.recent = _from_frame(_join(kept, start), start, keep_from)
+        self.recent = _from_frame(_join(kept), start, keep_from)
         size = (self.encoding.height, self.encoding.width) if self.encoding else None
         self.carry.save(self.next_index, keep_from, self.recent, self.held, size)
 
@@ -270,7 +268,7 @@ class Stitcher:
         return self.frames_out
 
 
-def _join(pieces: list[Video], start: int) -> Video:
+def _join(pieces: list[Video]) -> Video:
     if not pieces:
         return np.empty((0,), np.uint8)
     if isinstance(pieces[0], EncodedVideo):

@@ -9,11 +9,13 @@ import io
 
 import av
 import numpy as np
+import pytest
 
 from memory.replay import ReplayMemory
+from stitcher.audio_track import AudioInput
 from stitcher.playlist import LiveHLS
 from stitcher.sinks import HLSSink
-from tests.test_sinks import MAX_ERROR, H, W, gradient_frames
+from tests.test_sinks import MAX_ERROR, H, W, gradient_frames, write_tone
 
 FPS = 30
 
@@ -23,17 +25,22 @@ def decode(data: bytes) -> list[np.ndarray]:
         return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
 
 
-def live_sink(folder) -> HLSSink:
-    sink = HLSSink(folder, FPS, W, H, segment_seconds=1.0, preset="ultrafast",
+def live_sink(folder, audio=None) -> HLSSink:
+    sink = HLSSink(folder, FPS, W, H, segment_seconds=1.0, preset="ultrafast", audio=audio,
                    live=LiveHLS(ahead=100.0, window=6, run_id="t"))
     sink.pace_in_sink = False
     return sink
 
 
-def test_rewound_live_segments_are_the_bytes_of_the_new_video(tmp_path):
+@pytest.mark.parametrize("with_audio", [False, True])
+def test_rewound_live_segments_are_the_bytes_of_the_new_video(tmp_path, with_audio):
     old = gradient_frames(0, 5 * FPS)
     new = gradient_frames(1000, 3 * FPS)  # other content from frame 2 s on
-    sink = live_sink(tmp_path / "live")
+    audio = None
+    if with_audio:  # the same audio under the new video, handed out again as it was
+        tone = write_tone(tmp_path / "tone.wav", 1.7)
+        audio = AudioInput(str(tone), "loop")
+    sink = live_sink(tmp_path / "live", audio)
     sink.write(old)
     points = sink.rewind_points()
     # The first segment is listed at once; the later ones wait their turn, the one being
@@ -47,7 +54,8 @@ def test_rewound_live_segments_are_the_bytes_of_the_new_video(tmp_path):
     sink.write(new)
     sink.close()  # lists everything queued, then ENDLIST
 
-    reference = HLSSink(tmp_path / "ref", FPS, W, H, segment_seconds=1.0, preset="ultrafast")
+    reference = HLSSink(tmp_path / "ref", FPS, W, H, segment_seconds=1.0, preset="ultrafast",
+                        audio=audio)
     reference.write(np.concatenate([old[:2 * FPS], new]))
     reference.close()
     playlist = (tmp_path / "live" / "stream.m3u8").read_text()

@@ -242,13 +242,20 @@ def made_seconds(folder: Path) -> int:
     return max(indices, default=-1) + 1
 
 
-def test_a_prompt_change_takes_back_unlisted_video_and_replays_exactly(tmp_path):
+@pytest.mark.parametrize("with_audio", [False, True])
+def test_a_prompt_change_takes_back_unlisted_video_and_replays_exactly(tmp_path, with_audio):
     """With 10 s held back, a prompt change lands inside video that was already made when it
     was asked: segments not listed yet are dropped and made again. (Before, it could land
     only after all of it, plus the look-ahead keyframes.) What viewers got is still exactly
-    what `lvp render --prompts` of the record makes, and so is the replay memory."""
+    what `lvp render --prompts` of the record makes, and so is the replay memory; with an
+    audio track too (its packets are muxed again as they were)."""
+    audio = []
+    if with_audio:
+        from tests.test_sinks import write_tone
+
+        audio = ["--audio", str(write_tone(tmp_path / "tone.wav", 7.3))]
     proc, url = start_stream(tmp_path, "--model", "procedural", "--prompt", RED, "--ahead", "10",
-                             "--window", "16", "--duration", "30")  # the end lists 10 s at once
+                             "--window", "16", "--duration", "30", *audio)  # the end lists 10 s
     hls = tmp_path / "hls"
     poller = Poller(url)
     poller.thread.start()
@@ -291,7 +298,7 @@ def test_a_prompt_change_takes_back_unlisted_video_and_replays_exactly(tmp_path)
         [sys.executable, "-m", "cli", "render", "--model", "procedural", "--executor", "local",
          "--prompts", str(tmp_path / "hls.lvp" / "live_prompts.txt"), "--preset", "live",
          "--segment-seconds", "2", "--duration", "30", "--hls", str(replay), "--quiet",
-         "--metrics-linger", "0"], cwd=REPO, capture_output=True, text=True, timeout=300)
+         "--metrics-linger", "0", *audio], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert len(poller.data) == 30
     for name, data in poller.data.items():
