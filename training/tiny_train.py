@@ -43,6 +43,7 @@ from engine.models.tiny.modules import (
     sample_pose,
 )
 from engine.models.tiny.trajectory import KEY_DIM
+from training.law_fit import fitted_law
 from training.tiny_data import HISTORY_NOISE_SHARE, ROLLOUT_SHARE, BatchMaker
 from training.weights import save_weights
 
@@ -73,6 +74,7 @@ class TrainConfig:
     upsample_batch: int = 16
     threads: int = 2
     checkpoint_minutes: float = 5.0
+    noise_share: float = HISTORY_NOISE_SHARE  # perturbed pose histories (tiny_data.py)
 
 
 def _t(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -106,7 +108,7 @@ class WorldBatches(torch.utils.data.IterableDataset):
         while True:
             yield {
                 "canvas": maker.canvas_batch(cfg.canvas_batch),
-                "pose": maker.pose_batch(cfg.pose_batch),
+                "pose": maker.pose_batch(cfg.pose_batch, 0.0, cfg.noise_share),
                 "trajectory": maker.trajectory_batch(cfg.trajectory_batch),
                 "picture": maker.picture_batch(cfg.picture_batch, held_out=False),
                 "probe": maker.picture_batch(cfg.picture_batch, held_out=None),
@@ -135,7 +137,7 @@ def pose_loss(model: TinyVideoModel, b: dict[str, torch.Tensor], gen: torch.Gene
     history = rollout(model, cond.detach(), b, gen)
     rows = torch.arange(len(cond))
     target, beat = b["future"][rows, b["steps"]], b["beats"][rows, b["steps"]]
-    base, gain = pose_base(history, b["motion"])
+    base, gain = pose_base(model.law, history, b["motion"])
     xt, tau, velocity = flow_pair(pose_target(target, base, gain), gen)
     return F.mse_loss(model.pose(xt, tau, cond, history, beat, base), velocity)
 
@@ -199,6 +201,7 @@ class RefitConfig:
 
 
 MOTION_PARTS = ("pose", "trajectory")  # what the refit trains; every other part keeps its weights
+LAW = "law"  # the law of motion's fitted numbers: kept from the base, fitted where it has none
 
 
 def refit_pose(cfg: RefitConfig, base: Path, out: Path, command: str, log=print) -> dict:
@@ -216,11 +219,14 @@ def refit_pose(cfg: RefitConfig, base: Path, out: Path, command: str, log=print)
     own = model.state_dict()
     saved = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(base)).items()}
     fresh = sorted({k.split(".")[0] for k in own if k not in saved or saved[k].shape != own[k].shape})
-    if any(part not in MOTION_PARTS for part in fresh):
+    if any(part not in (*MOTION_PARTS, LAW) for part in fresh):
         raise ValueError(f"{base}: parts other than the motion's do not fit this model: {fresh}")
     model.load_state_dict({k: saved[k] if k.split(".")[0] not in fresh else v for k, v in own.items()})
     if fresh:
         log(f"refit: {', '.join(fresh)} start from scratch (shapes changed since {base.name})")
+    if not bool(model.law.fitted.item()):
+        model.law.load_fit(fitted_law(cfg.seed))
+        log("refit: law of motion fitted (the base had none)")
     model.requires_grad_(False)
     parts = [getattr(model, p) for p in MOTION_PARTS]
     params = [q for p in parts for q in p.parameters()]
@@ -273,11 +279,16 @@ def train(cfg: TrainConfig, out: Path, command: str, log=print) -> dict:
     stream = iter(torch.utils.data.DataLoader(WorldBatches(cfg), batch_size=None, num_workers=1,
                                               prefetch_factor=2, collate_fn=_as_is))
     model = TinyVideoModel()
+    # The law of motion's numbers, fitted to the world's clips before the networks learn
+    # their corrections to it (training/law_fit.py).
+    fit_start = time.perf_counter()
+    model.law.load_fit(fitted_law(cfg.seed))
+    log(f"law of motion fitted in {time.perf_counter() - fit_start:.1f} s")
     ema = TinyVideoModel()
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    budget = cfg.minutes * 60.0
+    budget = cfg.minutes * 60.0 - (time.perf_counter() - fit_start)  # the fit counts too
     start = last_save = time.perf_counter()
     running: dict[str, float] = {}
     step = 0

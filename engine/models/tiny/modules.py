@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.models.tiny.layers import CANVAS_CHANNELS
-from engine.models.tiny.physics import extrapolate, settle
+from engine.models.tiny.physics import MotionLaw
 from engine.models.tiny.tokenizer import MAX_TOKENS, PAD, VOCAB_SIZE
 from engine.models.tiny.trajectory import KEY_DIM
 from engine.prompt import COLORS, SHAPES
@@ -320,6 +320,8 @@ class TinyVideoModel(nn.Module):
         # Training only: the condition must name the subject's color and shape (supervised
         # by the world's parse of the prompt), so the canvas gets a semantic signal early.
         self.attributes = nn.Linear(cfg.dim, NUM_COLORS + NUM_SHAPES)
+        # The law of motion's numbers (physics.py): fitted to the world's clips by training.
+        self.law = MotionLaw()
 
     def condition_tokens(self, ids: torch.Tensor, image: torch.Tensor | None,
                          has_image: torch.Tensor, envelope: torch.Tensor
@@ -379,14 +381,15 @@ POSE_TEMPERATURE = 0.25
 RESIDUAL_GAIN = 16.0
 
 
-def pose_base(history: torch.Tensor, motion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def pose_base(law: MotionLaw, history: torch.Tensor, motion: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     """The law's prediction of the next key, normalised [B, KEY_DIM] (zeros, the centre of the
     pose prior, where there is no history), and the flow's gain [B, 1]."""
     keys = history.view(len(history), HISTORY, KEY_DIM + 1)
     present = keys[:, -1, KEY_DIM:] > 0
     if not present.any():
         return torch.zeros_like(keys[:, -1, :KEY_DIM]), torch.ones_like(present, dtype=keys.dtype)
-    base = normalise_pose(extrapolate(keys[:, -1, :KEY_DIM], motion)) * present
+    base = normalise_pose(law.extrapolate(keys[:, -1, :KEY_DIM], motion)) * present
     return base, torch.where(present, RESIDUAL_GAIN, 1.0)
 
 
@@ -402,7 +405,7 @@ def sample_pose(model: TinyVideoModel, noise: torch.Tensor, cond: torch.Tensor,
     correction, tidied the way a keyframe stores it (unit cos/sin, scale at least 0.2).
     Inference and the training rollout share it, so the model learns from the poses it will
     really be fed back."""
-    base, gain = pose_base(history, motion)
+    base, gain = pose_base(model.law, history, motion)
     z = noise
     for i in range(POSE_SAMPLING_STEPS):
         tau = torch.full((len(z),), i / POSE_SAMPLING_STEPS)
@@ -413,5 +416,7 @@ def sample_pose(model: TinyVideoModel, noise: torch.Tensor, cond: torch.Tensor,
     # A first key (no history) starts on its motion's own size; later ones follow the law.
     first = gain[:, 0] == 1.0
     if first.any():
-        pose = torch.where(first[:, None], settle(pose, motion), pose)
-    return pose
+        pose = torch.where(first[:, None], model.law.settle(pose, motion), pose)
+    # What the world keeps still, the law alone sets (no sampled correction, no motion).
+    law = torch.where(first[:, None], pose, denormalise_pose(base))
+    return model.law.keep_still(pose, law, motion)
