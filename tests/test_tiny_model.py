@@ -253,6 +253,17 @@ def test_shipped_weights_match_their_manifest():
     assert manifest["final"] and manifest["command"].startswith("lvp train")
 
 
+def test_shipped_weights_carry_the_law_training_fitted(fitted):
+    """The shipped law of motion is the one `lvp train` fits to the world's clips (same
+    seed, same numbers; float16 in the file)."""
+    from safetensors.torch import load_file
+
+    saved = load_file(str(WEIGHTS))
+    assert float(saved["law.fitted"]) == 1.0
+    for name, value in fitted.state_dict().items():
+        assert torch.allclose(saved[f"law.{name}"].float(), value, rtol=2e-3, atol=2e-3), name
+
+
 def test_pose_refit_changes_only_the_motion_parts(tmp_path):
     from safetensors.torch import load_file
 
@@ -409,49 +420,87 @@ def test_shipped_pose_model_keeps_an_orbit_in_the_frame():
     assert step >= 0.1  # it still goes round (a collapsed orbit stands still)
 
 
+@pytest.fixture(scope="module")
+def fitted():
+    """A law of motion fitted the way `lvp train` fits it (training/law_fit.py)."""
+    from engine.models.tiny.physics import MotionLaw
+    from training.law_fit import fit_law, law_samples
+
+    law = MotionLaw()
+    law.load_fit(fit_law(law_samples(0)))
+    return law
+
+
 @pytest.mark.parametrize("prompt", ["a red star bouncing at night", "a blue circle drifting left at sunset",
                                     "a cyan square orbiting in a meadow", "a white circle pulsing at day",
                                     "a green triangle spinning in the ocean", "a red square resting at day"])
-def test_the_motion_law_carries_the_worlds_keys_forward(prompt):
-    """Stage 1's law of motion (physics.py), from the world's key at one keyframe, gives the
-    world's key at the next (the pose model only corrects it), and run on its own for a
-    minute it keeps the world's motion: no energy lost, an orbit's radius kept."""
-    from engine.models.tiny.physics import extrapolate, motion_class
+def test_the_fitted_motion_law_carries_the_worlds_keys_forward(prompt, fitted):
+    """Stage 1's law of motion (physics.py), fitted to world clips by training, from the
+    world's key at one keyframe gives the world's key at the next (the pose model only
+    corrects it), and run on its own for a minute it keeps the world's motion: no energy
+    lost, an orbit's radius kept."""
+    from engine.models.tiny.physics import motion_class
 
     keys = torch.from_numpy(np.stack(list(_world_keys(prompt, 5, 61).values())[:61]))
     motion = torch.full((60,), motion_class(prompt))
-    step = extrapolate(keys[:-1], motion)
-    assert (step[:, :3] - keys[1:, :3]).abs().max() < 0.03, prompt  # resting breathes 0.015
+    span = float(fitted.wrap[1])
+
+    def error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        d = (a[..., :3] - b[..., :3]).abs()  # out of view, either side of a wrap-around is one place
+        d[..., 0] = torch.minimum(d[..., 0], (d[..., 0] - span).abs())
+        return d
+
+    assert error(fitted.extrapolate(keys[:-1], motion), keys[1:]).max() < 0.03, prompt
     key = keys[:1]
     for _ in range(60):
-        key = extrapolate(key, motion[:1])
-    assert (key[0, :3] - keys[60, :3]).abs().max() < 0.1, prompt
+        key = fitted.extrapolate(key, motion[:1])
+    assert error(key[0], keys[60]).max() < 0.1, prompt
 
 
-def test_the_motion_law_restores_what_defines_a_motion():
+def test_an_unfitted_law_holds_still():
+    """A new model's law knows no motion: it holds the pose and drops the velocity."""
+    from engine.models.tiny.physics import MotionLaw
+
+    key = torch.tensor([[0.3, 0.6, 1.0, 1.0, 0.0, 0.1, -0.2, 0.0, 0.5, 0.0, 2.0, 0.0, 0.0]])
+    out = MotionLaw().extrapolate(key, torch.tensor([0]))
+    assert torch.equal(out[:, :5], key[:, :5]) and not out[:, 5:].any()
+
+
+def test_the_motion_law_restores_what_defines_a_motion(fitted):
     """A first keyframe drawn off (a small orbit, a low bounce, a slow drift) relaxes to the
-    motion's own size within a few keyframes, phase kept."""
-    from engine.models.tiny.physics import (
-        BOUNCE_HEIGHT,
-        DRIFT_SPEED,
-        FLOOR,
-        GRAVITY,
-        ORBIT_RADIUS,
-        extrapolate,
-        motion_class,
-    )
+    motion's own size within a few keyframes, phase kept: the size measured on a world clip."""
+    from engine.models.tiny.physics import motion_class
 
     def run(prompt: str, key: list[float], steps: int = 12) -> torch.Tensor:
         k = torch.tensor([key], dtype=torch.float32)
         for _ in range(steps):
-            k = extrapolate(k, torch.tensor([motion_class(prompt)]))
+            k = fitted.extrapolate(k, torch.tensor([motion_class(prompt)]))
         return k[0]
+
+    def world(prompt: str) -> np.ndarray:
+        return np.stack(list(_world_keys(prompt, 3, 30).values()))
 
     still = [0.0] * 8
     orbit = run("a cyan square orbiting", [0.55, 0.5, 1.0, 1.0, 0.0, 0.0, 0.05, 0.0, 0.0, *[0.0] * 4])
-    assert abs(math.hypot(orbit[0] - 0.5, orbit[1] - 0.5) - ORBIT_RADIUS) < 0.02
+    w = world("a cyan square orbiting")
+    centre = (w[:, :2].max(0) + w[:, :2].min(0)) / 2
+    radius = np.hypot(*(w[:, :2] - centre).T).mean()
+    assert abs(math.hypot(orbit[0] - centre[0], orbit[1] - centre[1]) - radius) < 0.02
     bounce = run("a red star bouncing", [0.5, 0.6, 1.0, 1.0, 0.0, *still])
-    energy = FLOOR - bounce[1] + bounce[6] ** 2 / (2 * GRAVITY)
-    assert abs(energy - BOUNCE_HEIGHT) < 0.04
+    w = world("a red star bouncing")
+    lowest = bounce[1] + bounce[6] ** 2 / (2 * float(fitted.gravity))  # the apex it reaches
+    assert abs(float(fitted.floor) - lowest - (w[:, 1].max() - w[:, 1].min())) < 0.04
     drift = run("a blue circle drifting left", [0.5, 0.5, 1.0, 1.0, 0.0, *still])
-    assert abs(drift[5] + DRIFT_SPEED) < 0.01
+    assert abs(drift[5] - np.median(world("a blue circle drifting left")[:, 5])) < 0.01
+
+
+def test_the_model_reads_no_world_constants():
+    """The bundled model learns its motion from the world's clips: nothing under
+    engine/models/tiny imports the world simulator."""
+    import pathlib
+
+    import engine.models.tiny as tiny
+
+    for path in pathlib.Path(tiny.__file__).parent.glob("*.py"):
+        text = path.read_text()
+        assert "engine.world" not in text and "import world" not in text, path

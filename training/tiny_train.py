@@ -204,6 +204,11 @@ MOTION_PARTS = ("pose", "trajectory")  # what the refit trains; every other part
 LAW = "law"  # the law of motion's fitted numbers: kept from the base, fitted where it has none
 
 
+def law_values(model: TinyVideoModel) -> dict[str, list]:
+    """The law of motion's numbers as the weights hold them (for the manifest)."""
+    return {k: np.round(v.numpy().astype(np.float64), 5).tolist() for k, v in model.law.state_dict().items()}
+
+
 def refit_pose(cfg: RefitConfig, base: Path, out: Path, command: str, log=print) -> dict:
     """Refit the motion parts of the weights in `base` (the pose model, on its own rollouts,
     and Stage 2's trajectory network); every other part keeps its weights. A part whose
@@ -268,7 +273,8 @@ def refit_pose(cfg: RefitConfig, base: Path, out: Path, command: str, log=print)
         "final": True, "config": cfg.__dict__, "from_scratch": fresh,
         "losses": {k: round(v, 5) for k, v in running.items()},
         "torch": torch.__version__, "machine": f"{platform.machine()} {os.cpu_count()} cpus",
-        "parameters": sum(p.numel() for p in model.parameters()), "base": base_manifest,
+        "parameters": sum(p.numel() for p in model.parameters()), "law": law_values(model),
+        "base": base_manifest,
     })
 
 
@@ -298,7 +304,7 @@ def train(cfg: TrainConfig, out: Path, command: str, log=print) -> dict:
             "command": command, "steps": step, "seconds": round(time.perf_counter() - start, 1),
             "final": final, "config": cfg.__dict__, "losses": {k: round(v, 5) for k, v in running.items()},
             "torch": torch.__version__, "machine": f"{platform.machine()} {os.cpu_count()} cpus",
-            "parameters": sum(p.numel() for p in model.parameters()),
+            "parameters": sum(p.numel() for p in model.parameters()), "law": law_values(model),
         }
 
     while step < cfg.steps:

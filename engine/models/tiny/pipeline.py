@@ -125,6 +125,7 @@ class TinyKeyframeModel:
         self.model = load_model(weights)
         self._reference: tuple[np.ndarray, dict] | None = None
         self._text: tuple[str, tuple[torch.Tensor, ...]] | None = None
+        self._upsampled: tuple[tuple, tuple[np.ndarray, np.ndarray]] | None = None
 
     def _condition(self, prompt: str, plan: KeyframePlan, image: dict | None
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -197,15 +198,23 @@ class TinyKeyframeModel:
         else:
             canvas = self._draw_canvas(plan, history, memory, image, cond, gen)
 
-        backgrounds, sprites = upsample_layers(model, canvas[None])
-        width, height = plan.size
-        bg = cv2.resize((backgrounds[0] * 255 + 0.5).astype(np.uint8), (width, height),
-                        interpolation=cv2.INTER_LINEAR)
-        picture = composite(bg, sprites[0], pose)
+        bg, sprite = self._layers(canvas, plan.size)
+        picture = composite(bg, sprite, pose)
         state = TinyState(float(pose.x), float(pose.y), float(pose.scale), float(pose.angle),
                           float(plan.beat_phase), canvas.astype(np.float16),
                           np.asarray(motion, np.float32))
         return Keyframe(plan.t, picture, plan.prompt, state)
+
+    def _layers(self, canvas: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """The canvas's backdrop at the keyframe's size and its upsampled sprite; a shot holds
+        its canvas, so they are made once per shot (the same arrays as making them again)."""
+        key = (canvas.tobytes(), size)
+        if self._upsampled is None or self._upsampled[0] != key:
+            backgrounds, sprites = upsample_layers(self.model, canvas[None])
+            bg = cv2.resize((backgrounds[0] * 255 + 0.5).astype(np.uint8), size,
+                            interpolation=cv2.INTER_LINEAR)
+            self._upsampled = (key, (bg, sprites[0]))
+        return self._upsampled[1]
 
     def _draw_canvas(self, plan: KeyframePlan, history: Sequence[Keyframe], memory: MemoryView,
                      image: dict | None, cond: tuple[torch.Tensor, ...],
@@ -370,6 +379,11 @@ class TinySegmentModel:
         at = np.searchsorted(intervals, a_of)
         residual -= (1 - w_of)[:, None] * ends[at, 0] + w_of[:, None] * ends[at, 1]
         residual[b_of == a_of] = 0.0  # a single keyframe: hold its pose
+        # What the world keeps still (the fitted law's `still`: a resting subject's place, a
+        # spinning one's size) gets no correction: it stands still between keyframes too.
+        still = model.law.still.numpy()
+        classes = {i: motion_class(plan.cue_at(keyframes[i].t).prompt) for i in set(b_of.tolist())}
+        residual *= 1.0 - np.stack([still[classes[b]] for b in b_of.tolist()])
 
         # The physical path between keyframes (trajectory.py), the network's correction on top.
         single = b_of == a_of
