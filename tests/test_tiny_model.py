@@ -253,6 +253,7 @@ def test_shipped_weights_match_their_manifest():
     assert manifest["final"] and manifest["command"].startswith("lvp train")
 
 
+@pytest.mark.shipped_model
 def test_shipped_weights_carry_the_law_training_fitted(fitted):
     """The shipped law of motion is the one `lvp train` fits to the world's clips (same
     seed, same numbers; float16 in the file)."""

@@ -21,6 +21,8 @@ plain statistics of the clips' keys:
                   with the fitted angular frequency)
   rest_height     the resting class's median height
   centre_box      the range of a spinning or pulsing subject's position
+  box, swing      per class, the range of x and y; centre and amplitude of every harmonic
+                  coordinate (for MotionLaw.tidy)
 
 It reads the world only through its clips (what the trainer reads too), never its constants.
 """
@@ -153,7 +155,16 @@ def fit_law(samples: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     rest_height = float(np.median(now[MOTIONS.index("resting")][:, 1]))
     mid = np.concatenate([now[MOTIONS.index("spinning")], now[MOTIONS.index("pulsing")]])
     centre_box = np.array([[mid[:, c].min(), mid[:, c].max()] for c in (0, 1)])
-    values = {"omega": omega, "moves": moves, "still": still, "gravity": [gravity], "floor": [floor],
+    box = np.stack([[[now[c][:, j].min(), now[c][:, j].max()] for j in (0, 1)] for c in range(c_count)])
+    swing = np.zeros((c_count, 3, 2))
+    swing[:, :, 0] = [0.5, 0.5, 1.0]  # no oscillation: the middle, the base size
+    for c in range(c_count):
+        for j in range(3):
+            if omega[c, j] > 0:
+                k = now[c]
+                centre = float(np.median(k[:, j] + k[:, a0 + j] / omega[c, j] ** 2))
+                swing[c, j] = [centre, float(np.median(np.hypot(k[:, j] - centre, k[:, v0 + j] / omega[c, j])))]
+    values = {"box": box, "swing": swing, "omega": omega, "moves": moves, "still": still, "gravity": [gravity], "floor": [floor],
               "bounce_height": [bounce_height], "wrap": [low, span], "drift_speed": drift_speed,
               "orbit": [cx, cy, radius, angular], "spin_rate": [spin_rate],
               "oscillation": oscillation, "rest_height": [rest_height], "centre_box": centre_box}

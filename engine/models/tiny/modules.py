@@ -417,6 +417,7 @@ def sample_pose(model: TinyVideoModel, noise: torch.Tensor, cond: torch.Tensor,
     first = gain[:, 0] == 1.0
     if first.any():
         pose = torch.where(first[:, None], model.law.settle(pose, motion), pose)
+    pose = model.law.tidy(pose, motion, first)
     # What the world keeps still, the law alone sets (no sampled correction, no motion).
     law = torch.where(first[:, None], pose, denormalise_pose(base))
     return model.law.keep_still(pose, law, motion)

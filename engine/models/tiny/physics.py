@@ -48,6 +48,13 @@ _REST = MOTIONS.index("resting")
 # The oscillations whose amplitude relaxes (class rows, coordinate): a pulse's size, a drift's
 # vertical bob, a bounce's sideways sway. Row i of MotionLaw.oscillation holds (centre, amplitude).
 OSCILLATIONS = (((_PULSE,), 2), (_DRIFT, 1), ((_BOUNCE,), 0))
+# Coordinates whose size a law form keeps already (the orbit's radius, the bounce's height,
+# the OSCILLATIONS): MotionLaw.tidy leaves them alone.
+_OWN_SIZE = torch.zeros((NUM_CLASSES, 3), dtype=torch.bool)
+_OWN_SIZE[_ORBIT, :2] = True
+_OWN_SIZE[_BOUNCE, 1] = True
+for _classes, _c in OSCILLATIONS:
+    _OWN_SIZE[list(_classes), _c] = True
 
 
 def motion_class(prompt: str) -> int:
@@ -76,6 +83,10 @@ LAW_FIELDS: dict[str, tuple[tuple[int, ...], float | tuple[float, ...]]] = {
     "oscillation": ((len(OSCILLATIONS), 2), ((1.0, 0.0), (0.5, 0.0), (0.5, 0.0))),  # centre, amplitude
     "rest_height": ((1,), 0.5),  # where a resting subject sits
     "centre_box": ((2, 2), ((0.0, 1.0), (0.0, 1.0))),  # x and y range of a spinning or pulsing subject
+    # Per class: the range of x and y its subject keeps (a shot's first key is put inside), and
+    # the centre and amplitude of each harmonic coordinate (x, y, scale).
+    "box": ((NUM_CLASSES, 2, 2), (0.0, 1.0)),
+    "swing": ((NUM_CLASSES, 3, 2), (0.5, 0.0)),
 }
 
 
@@ -145,6 +156,36 @@ class MotionLaw(nn.Module):
             out[:, 3:5] = torch.where(still[:, 3:4] > 0, law[:, 3:5], out[:, 3:5])
         motion_cols = torch.cat([still, still], dim=-1) > 0  # velocity and acceleration
         out[:, POSE_DIM:] = torch.where(motion_cols, torch.zeros_like(out[:, POSE_DIM:]), out[:, POSE_DIM:])
+        return out
+
+    def tidy(self, key: torch.Tensor, motion: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+        """A sampled key [B, KEY_DIM] kept on the fitted law where the law's own step does not
+        keep it: a shot's first key (`first` [B]) inside its class's box, and every harmonic
+        coordinate whose size no law form keeps (a resting subject's slow breathing) relaxed to
+        the fitted amplitude, at once for a first key, with RELAX_SECONDS after."""
+        if not bool(self.fitted.item()):
+            return key
+        out = key.clone()
+        box = self.box[motion]  # [B, 2, 2]
+        for c in (0, 1):
+            inside = torch.minimum(torch.maximum(out[:, c], box[:, c, 0]), box[:, c, 1])
+            out[:, c] = torch.where(first, inside, out[:, c])
+        keep = torch.where(first, 0.0, math.exp(-1.0 / RELAX_SECONDS))
+        v = POSE_DIM
+        for c in range(3):
+            omega = self.omega[motion, c]
+            free = (self.moves[motion, c] > 0) & (omega > 0) & ~_OWN_SIZE[motion, c]
+            if not bool(free.any()):
+                continue
+            w = omega.clamp(min=1e-3)
+            centre, size = self.swing[motion, c, 0], self.swing[motion, c, 1]
+            dc, vc = out[:, c] - centre, out[:, v + c]
+            amplitude = torch.sqrt(dc * dc + (vc / w) ** 2)
+            phase = torch.atan2(-vc / w, dc)
+            goal = size + (amplitude - size) * keep
+            out[:, c] = torch.where(free, centre + goal * torch.cos(phase), out[:, c])
+            out[:, v + c] = torch.where(free, -goal * w * torch.sin(phase), out[:, v + c])
+            out[:, v + 4 + c] = torch.where(free, -(w ** 2) * goal * torch.cos(phase), out[:, v + 4 + c])
         return out
 
     def settle(self, key: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:

@@ -59,6 +59,8 @@ CONTINUE_FROM = 0.75  # flow time a continuing keyframe starts at (0: pure noise
 # guidance (and its unconditional pass, half of Stage 1's time) adds nothing there.
 CONTINUE_GUIDANCE = 1.0
 IMAGE_SIDE = 64  # the image encoder reads 64x64 pictures
+# Stage 2's trajectory correction only where the fitted law has no form (see render).
+CORRECT_ONLY_FREE = True
 
 
 def load_model(path: str | Path) -> TinyVideoModel:
@@ -379,11 +381,16 @@ class TinySegmentModel:
         at = np.searchsorted(intervals, a_of)
         residual -= (1 - w_of)[:, None] * ends[at, 0] + w_of[:, None] * ends[at, 1]
         residual[b_of == a_of] = 0.0  # a single keyframe: hold its pose
-        # What the world keeps still (the fitted law's `still`: a resting subject's place, a
-        # spinning one's size) gets no correction: it stands still between keyframes too.
-        still = model.law.still.numpy()
+        # The correction is for what the law of motion has no form for (a dancing subject's
+        # hops on the beat). What the fitted law keeps still (a resting subject's place, a
+        # spinning one's size) stays still between keyframes, and what it moves (an orbit, a
+        # bounce, a pulse, a resting subject's slow breathing) follows the physical path
+        # through the keyframes' own motion: a correction there changed its slope at every
+        # keyframe (a kink once a second on calm prompts).
+        law = model.law
+        free = (1.0 - law.still.numpy()) * (1.0 - law.moves.numpy() if CORRECT_ONLY_FREE else 1.0)
         classes = {i: motion_class(plan.cue_at(keyframes[i].t).prompt) for i in set(b_of.tolist())}
-        residual *= 1.0 - np.stack([still[classes[b]] for b in b_of.tolist()])
+        residual *= np.stack([free[classes[b]] for b in b_of.tolist()])
 
         # The physical path between keyframes (trajectory.py), the network's correction on top.
         single = b_of == a_of
