@@ -163,8 +163,10 @@ def fit_law(samples: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
             if omega[c, j] > 0:
                 k = now[c]
                 centre = float(np.median(k[:, j] + k[:, a0 + j] / omega[c, j] ** 2))
-                swing[c, j] = [centre, float(np.median(np.hypot(k[:, j] - centre, k[:, v0 + j] / omega[c, j])))]
-    values = {"box": box, "swing": swing, "omega": omega, "moves": moves, "still": still, "gravity": [gravity], "floor": [floor],
+                amplitude = np.hypot(k[:, j] - centre, k[:, v0 + j] / omega[c, j])
+                swing[c, j] = [centre, float(np.median(amplitude))]
+    values = {"box": box, "swing": swing, "omega": omega, "moves": moves, "still": still,
+              "gravity": [gravity], "floor": [floor],
               "bounce_height": [bounce_height], "wrap": [low, span], "drift_speed": drift_speed,
               "orbit": [cx, cy, radius, angular], "spin_rate": [spin_rate],
               "oscillation": oscillation, "rest_height": [rest_height], "centre_box": centre_box}
