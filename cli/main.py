@@ -165,8 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "weights plus a JSON manifest (hash, command, losses). Use "
                                    "them with lvp render --weights FILE ...\n\n"
                                    "The shipped weights are two steps:\n"
-                                   "  lvp train --minutes 55 --seed 0 --out base.safetensors\n"
-                                   "  lvp train --refit-pose base.safetensors --seed 0 "
+                                   "  lvp train --minutes 54 --seed 0 --threads 1 --out base.safetensors\n"
+                                   "  lvp train --refit-pose base.safetensors --seed 0 --threads 1 "
                                    "--out tiny.safetensors",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--minutes", type=float, default=55.0,
@@ -178,9 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="torch threads (default: all cores)")
     t.add_argument("--refit-pose", type=Path, metavar="WEIGHTS",
-                   help="instead of training from scratch, refit only the pose model of WEIGHTS on "
-                        "its own rollouts (1500 steps, about 3 minutes; the shipped weights' second "
-                        "step, which keeps long motions such as an orbit from drifting)")
+                   help="instead of training from scratch, refit only the motion parts of WEIGHTS "
+                        "(the pose and trajectory networks; 1000 steps, about 4-6 minutes on one "
+                        "thread: the shipped weights' second step)")
     t.add_argument("--rollout-share", type=float, metavar="SHARE",
                    help="--refit-pose: share of pose samples that first draw 1-8 keyframes themselves "
                         "(default: the refit's own)")
@@ -280,7 +280,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"lvp: wrote {args.out} ({manifest['steps']} steps in {manifest['seconds'] / 60:.1f} min); "
           f"use it with lvp render --weights {args.out}", file=sys.stderr)
     if args.refit_pose is None:
-        print(f"lvp: the shipped recipe then refits the pose model (about 3 min): "
+        print(f"lvp: the shipped recipe then refits the motion parts (about 6 min): "
               f"lvp train --refit-pose {args.out} --out REFIT.safetensors", file=sys.stderr)
     return 0
 

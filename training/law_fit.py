@@ -23,6 +23,7 @@ plain statistics of the clips' keys:
   centre_box      the range of a spinning or pulsing subject's position
   box, swing      per class, the range of x and y; centre and amplitude of every harmonic
                   coordinate (for MotionLaw.tidy)
+  rate, sweep     per class, the median velocity of x, y, scale and angle; the orbit's sweep
 
 It reads the world only through its clips (what the trainer reads too), never its constants.
 """
@@ -165,7 +166,10 @@ def fit_law(samples: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
                 centre = float(np.median(k[:, j] + k[:, a0 + j] / omega[c, j] ** 2))
                 amplitude = np.hypot(k[:, j] - centre, k[:, v0 + j] / omega[c, j])
                 swing[c, j] = [centre, float(np.median(amplitude))]
-    values = {"box": box, "swing": swing, "omega": omega, "moves": moves, "still": still,
+    rate = np.array([[np.median(now[c][:, v0 + j]) for j in range(4)] for c in range(c_count)])
+    sweep = float(np.sign(np.median(dx * ko[:, v0 + 1] - dy * ko[:, v0])))
+    values = {"rate": rate, "sweep": [sweep], "box": box, "swing": swing, "omega": omega,
+              "moves": moves, "still": still,
               "gravity": [gravity], "floor": [floor],
               "bounce_height": [bounce_height], "wrap": [low, span], "drift_speed": drift_speed,
               "orbit": [cx, cy, radius, angular], "spin_rate": [spin_rate],

@@ -44,7 +44,7 @@ from engine.models.tiny.modules import (
 )
 from engine.models.tiny.trajectory import KEY_DIM
 from training.law_fit import fitted_law
-from training.tiny_data import HISTORY_NOISE_SHARE, ROLLOUT_SHARE, BatchMaker
+from training.tiny_data import HISTORY_NOISE_SHARE, BatchMaker
 from training.weights import save_weights
 
 CONTRASTIVE_TEMPERATURE = 0.1
@@ -194,7 +194,9 @@ class RefitConfig:
     ema: float = 0.999
     pose_batch: int = 128
     trajectory_batch: int = 128
-    rollout_share: float = ROLLOUT_SHARE
+    # Rollouts (tiny_data.py) are off by default: the law of motion keeps the motion going, and
+    # a rollout's target (the world's key) is wrong wherever the model's phase drifted from it.
+    rollout_share: float = 0.0
     noise_share: float = HISTORY_NOISE_SHARE  # perturbed histories (tiny_data.py)
     teacher_forcing: float = 0.0  # the first share of the steps learns from the world's histories only
     threads: int = 2
@@ -231,7 +233,7 @@ def refit_pose(cfg: RefitConfig, base: Path, out: Path, command: str, log=print)
         log(f"refit: {', '.join(fresh)} start from scratch (shapes changed since {base.name})")
     if not bool(model.law.fitted.item()):
         model.law.load_fit(fitted_law(cfg.seed))
-        log("refit: law of motion fitted (the base had none)")
+        log("refit: law of motion fitted (the base's has another layout or none)")
     model.requires_grad_(False)
     parts = [getattr(model, p) for p in MOTION_PARTS]
     params = [q for p in parts for q in p.parameters()]

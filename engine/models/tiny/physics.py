@@ -87,6 +87,10 @@ LAW_FIELDS: dict[str, tuple[tuple[int, ...], float | tuple[float, ...]]] = {
     # the centre and amplitude of each harmonic coordinate (x, y, scale).
     "box": ((NUM_CLASSES, 2, 2), (0.0, 1.0)),
     "swing": ((NUM_CLASSES, 3, 2), (0.5, 0.0)),
+    # Which way the world's clips move: the median velocity per class of x, y, scale, angle,
+    # and the orbit's sweep (+1 counterclockwise in frame coordinates, -1 clockwise, 0 either).
+    "rate": ((NUM_CLASSES, 4), 0.0),
+    "sweep": ((1,), 0.0),
 }
 
 
@@ -165,13 +169,25 @@ class MotionLaw(nn.Module):
         the fitted amplitude, at once for a first key, with RELAX_SECONDS after."""
         if not bool(self.fitted.item()):
             return key
-        out = key.clone()
+        # Sizes: a later key's sampled correction relaxes towards the fitted sizes once more
+        # (a correction's small bias otherwise settles the size off the fitted one).
+        out = torch.where(first[:, None], key,
+                          self._size_laws(key, key, motion, 0.0, keep=math.exp(-1.0 / RELAX_SECONDS)))
+        # A shot's first key turns and sweeps the way the world's clips of its class do.
+        v = POSE_DIM
+        rate = self.rate[motion, 3]
+        turns = first & (self.moves[motion, 3] > 0) & (rate.abs() > 0.1) & (out[:, v + 3] * rate < 0)
+        out[:, v + 3] = torch.where(turns, -out[:, v + 3], out[:, v + 3])
+        dx, dy = out[:, 0] - self.orbit[0], out[:, 1] - self.orbit[1]
+        sweep = torch.sign(dx * out[:, v + 1] - dy * out[:, v])
+        back = first & (motion == _ORBIT) & (sweep * self.sweep < 0)
+        for c in (v, v + 1):
+            out[:, c] = torch.where(back, -out[:, c], out[:, c])
         box = self.box[motion]  # [B, 2, 2]
         for c in (0, 1):
             inside = torch.minimum(torch.maximum(out[:, c], box[:, c, 0]), box[:, c, 1])
             out[:, c] = torch.where(first, inside, out[:, c])
         keep = torch.where(first, 0.0, math.exp(-1.0 / RELAX_SECONDS))
-        v = POSE_DIM
         for c in range(3):
             omega = self.omega[motion, c]
             free = (self.moves[motion, c] > 0) & (omega > 0) & ~_OWN_SIZE[motion, c]
