@@ -354,43 +354,46 @@ class TinySegmentModel:
                                        min(max(u, 0.0), 1.0),  # the range the network was trained on
                                        energy, phase - phases[a], phases[b] - phases[a])
 
-        rows, conds = [], []
-        cond_cache: dict[int, torch.Tensor] = {}
-        for i, (a, b, u) in enumerate(zip(a_of.tolist(), b_of.tolist(), u_of.tolist(), strict=True)):
-            rows.append(features(a, b, u, float(plan.beat_energy[i]), float(plan.beat_phase[i])))
-            if a not in cond_cache:
-                cond_cache[a] = self._interval_condition(plan, keyframes[b])
-            conds.append(cond_cache[a])
-        # The same network at both ends of every interval used: what it adds at the keyframes.
-        intervals = sorted(cond_cache)
-        for a in intervals:
-            b = min(a + 1, n - 1)
-            for k in (a, b):
-                cue = plan.cue_at(keyframes[k].t)
-                rows.append(features(a, b, float(times[k] - times[a]), cue.beat_energy,
-                                     cue.beat_phase))
-                conds.append(cond_cache[a])
-        with torch.inference_mode():
-            out = model.trajectory(torch.from_numpy(np.stack(rows)), torch.stack(conds)).numpy()
-        out /= np.array(TRAJ_SPREAD, np.float32)
-        residual = out[:plan.num_frames]
-        ends = out[plan.num_frames:].reshape(len(intervals), 2, 4)
-        # Keyframe poses are exact: subtract the straight line between what the network adds at
-        # the interval's two keyframes. The correction's slope survives (unlike fading it out),
-        # so the subject keeps its speed through a keyframe instead of turning along a chord.
-        at = np.searchsorted(intervals, a_of)
-        residual -= (1 - w_of)[:, None] * ends[at, 0] + w_of[:, None] * ends[at, 1]
-        residual[b_of == a_of] = 0.0  # a single keyframe: hold its pose
         # The correction is for what the law of motion has no form for (a dancing subject's
         # hops on the beat). What the fitted law keeps still (a resting subject's place, a
         # spinning one's size) stays still between keyframes, and what it moves (an orbit, a
         # bounce, a pulse, a resting subject's slow breathing) follows the physical path
         # through the keyframes' own motion: a correction there changed its slope at every
-        # keyframe (a kink once a second on calm prompts).
+        # keyframe (a kink once a second on calm prompts). Without any, the network is skipped.
         law = model.law
         free = (1.0 - law.still.numpy()) * (1.0 - law.moves.numpy() if CORRECT_ONLY_FREE else 1.0)
         classes = {i: motion_class(plan.cue_at(keyframes[i].t).prompt) for i in set(b_of.tolist())}
-        residual *= np.stack([free[classes[b]] for b in b_of.tolist()])
+        mask = np.stack([free[classes[b]] for b in b_of.tolist()]).astype(np.float32)
+        mask[b_of == a_of] = 0.0  # a single keyframe: hold its pose
+        residual = np.zeros((plan.num_frames, 4), np.float32)
+        if mask.any():
+            rows, conds = [], []
+            cond_cache: dict[int, torch.Tensor] = {}
+            for i, (a, b, u) in enumerate(zip(a_of.tolist(), b_of.tolist(), u_of.tolist(), strict=True)):
+                rows.append(features(a, b, u, float(plan.beat_energy[i]), float(plan.beat_phase[i])))
+                if a not in cond_cache:
+                    cond_cache[a] = self._interval_condition(plan, keyframes[b])
+                conds.append(cond_cache[a])
+            # The same network at both ends of every interval used: what it adds at the keyframes.
+            intervals = sorted(cond_cache)
+            for a in intervals:
+                b = min(a + 1, n - 1)
+                for k in (a, b):
+                    cue = plan.cue_at(keyframes[k].t)
+                    rows.append(features(a, b, float(times[k] - times[a]), cue.beat_energy,
+                                         cue.beat_phase))
+                    conds.append(cond_cache[a])
+            with torch.inference_mode():
+                out = model.trajectory(torch.from_numpy(np.stack(rows)), torch.stack(conds)).numpy()
+            out /= np.array(TRAJ_SPREAD, np.float32)
+            ends = out[plan.num_frames:].reshape(len(intervals), 2, 4)
+            # Keyframe poses are exact: subtract the straight line between what the network adds
+            # at the interval's two keyframes. The correction's slope survives (unlike fading it
+            # out), so the subject keeps its speed through a keyframe instead of turning along a
+            # chord.
+            at = np.searchsorted(intervals, a_of)
+            residual = out[:plan.num_frames] - (1 - w_of)[:, None] * ends[at, 0] - w_of[:, None] * ends[at, 1]
+            residual *= mask
 
         # The physical path between keyframes (trajectory.py), the network's correction on top.
         single = b_of == a_of
