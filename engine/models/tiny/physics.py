@@ -242,45 +242,50 @@ class MotionLaw(nn.Module):
 
         out = out.clone()
         v = POSE_DIM  # velocity offset; acceleration at POSE_DIM + 4
-        # Orbit: polar about the centre; the radius relaxes, the angle turns at the fitted
-        # rate (direction from the state's own sweep).
-        cx, cy, radius0, speed = self.orbit
-        dx, dy = key[:, 0] - cx, key[:, 1] - cy
-        sweep = torch.sign(dx * key[:, v + 1] - dy * key[:, v])
-        sweep = torch.where(sweep == 0, torch.ones_like(sweep), sweep)
-        radius = relax(torch.hypot(dx, dy), radius0)
-        theta = torch.atan2(dy, dx) + sweep * speed * dt
-        w = sweep * speed
-        o = motion == _ORBIT
-        out[o, 0], out[o, 1] = (cx + radius * torch.cos(theta))[o], (cy + radius * torch.sin(theta))[o]
-        out[o, v], out[o, v + 1] = (-radius * w * torch.sin(theta))[o], (radius * w * torch.cos(theta))[o]
-        out[o, v + 4] = (-radius * w * w * torch.cos(theta))[o]
-        out[o, v + 5] = (-radius * w * w * torch.sin(theta))[o]
-        # Bounce: the apex height (energy) relaxes; the height now is kept, the speed follows.
-        g, floor = self.gravity.clamp(min=1e-3), self.floor
-        b = motion == _BOUNCE
-        above = (floor - out[:, 1]).clamp(min=0.0)
-        energy = above + out[:, v + 1] ** 2 / (2.0 * g)
-        goal = relax(energy, self.bounce_height)
-        speed_y = torch.sqrt((2.0 * g * (goal - above)).clamp(min=0.0))
-        direction = torch.where(out[:, v + 1] >= 0, 1.0, -1.0)
-        out[b, v + 1] = (direction * speed_y)[b]
-        out[b, 1] = torch.where(goal < above, floor - goal, out[:, 1])[b]  # above the new apex
-        # Drift: the speed relaxes to the class's fitted (signed) speed.
-        d = (motion == _DRIFT[0]) | (motion == _DRIFT[1])
-        out[d, v] = relax(out[:, v], self.drift_speed[motion])[d]
-        # Spin: the rate relaxes to the fitted one (direction from the state).
-        sp = motion == _SPIN
-        rate = out[:, v + 3]
-        spin_dir = torch.where(rate < 0, -1.0, 1.0)
-        out[sp, v + 3] = relax(rate, spin_dir * self.spin_rate)[sp]
+        present = set(motion.tolist())  # only the classes in the batch are worked out
+        if _ORBIT in present:
+            # Orbit: polar about the centre; the radius relaxes, the angle turns at the fitted
+            # rate (direction from the state's own sweep).
+            cx, cy, radius0, speed = self.orbit
+            dx, dy = key[:, 0] - cx, key[:, 1] - cy
+            sweep = torch.sign(dx * key[:, v + 1] - dy * key[:, v])
+            sweep = torch.where(sweep == 0, torch.ones_like(sweep), sweep)
+            radius = relax(torch.hypot(dx, dy), radius0)
+            theta = torch.atan2(dy, dx) + sweep * speed * dt
+            w = sweep * speed
+            o = motion == _ORBIT
+            out[o, 0], out[o, 1] = (cx + radius * torch.cos(theta))[o], (cy + radius * torch.sin(theta))[o]
+            out[o, v], out[o, v + 1] = (-radius * w * torch.sin(theta))[o], (radius * w * torch.cos(theta))[o]
+            out[o, v + 4] = (-radius * w * w * torch.cos(theta))[o]
+            out[o, v + 5] = (-radius * w * w * torch.sin(theta))[o]
+        if _BOUNCE in present:
+            # Bounce: the apex height (energy) relaxes; the height now is kept, the speed follows.
+            g, floor = self.gravity.clamp(min=1e-3), self.floor
+            b = motion == _BOUNCE
+            above = (floor - out[:, 1]).clamp(min=0.0)
+            energy = above + out[:, v + 1] ** 2 / (2.0 * g)
+            goal = relax(energy, self.bounce_height)
+            speed_y = torch.sqrt((2.0 * g * (goal - above)).clamp(min=0.0))
+            direction = torch.where(out[:, v + 1] >= 0, 1.0, -1.0)
+            out[b, v + 1] = (direction * speed_y)[b]
+            out[b, 1] = torch.where(goal < above, floor - goal, out[:, 1])[b]  # above the new apex
+        if present & set(_DRIFT):
+            # Drift: the speed relaxes to the class's fitted (signed) speed.
+            d = (motion == _DRIFT[0]) | (motion == _DRIFT[1])
+            out[d, v] = relax(out[:, v], self.drift_speed[motion])[d]
+        if _SPIN in present:
+            # Spin: the rate relaxes to the fitted one (direction from the state).
+            sp = motion == _SPIN
+            rate = out[:, v + 3]
+            spin_dir = torch.where(rate < 0, -1.0, 1.0)
+            out[sp, v + 3] = relax(rate, spin_dir * self.spin_rate)[sp]
         # Oscillations about a centre relax to the fitted amplitude (phase kept).
         for row, (classes, c) in enumerate(OSCILLATIONS):
+            if not present & set(classes):
+                continue
             rows = torch.zeros_like(motion, dtype=torch.bool)
             for k in classes:
                 rows |= motion == k
-            if not rows.any():
-                continue
             omega = self.omega[classes[0], c].clamp(min=1e-3)
             centre, size = self.oscillation[row]
             dc, vc = out[:, c] - centre, out[:, v + c]
@@ -292,12 +297,14 @@ class MotionLaw(nn.Module):
             out[rows, v + 4 + c] = (-(omega ** 2) * goal * torch.cos(phase))[rows]
         # Where a subject that stays in place stays: resting at its height, spinning and
         # pulsing inside the fitted box.
-        r = motion == _REST
-        out[r, 1] = relax(out[:, 1], self.rest_height)[r]
-        mid = (motion == _SPIN) | (motion == _PULSE)
-        for c in (0, 1):
-            lo, hi = self.centre_box[c]
-            out[mid, c] = relax(out[:, c], torch.minimum(torch.maximum(out[:, c], lo), hi))[mid]
+        if _REST in present:
+            r = motion == _REST
+            out[r, 1] = relax(out[:, 1], self.rest_height)[r]
+        if present & {_SPIN, _PULSE}:
+            mid = (motion == _SPIN) | (motion == _PULSE)
+            for c in (0, 1):
+                lo, hi = self.centre_box[c]
+                out[mid, c] = relax(out[:, c], torch.minimum(torch.maximum(out[:, c], lo), hi))[mid]
         return out
 
 
