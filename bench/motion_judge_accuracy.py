@@ -26,6 +26,7 @@ import argparse
 import os
 import time
 from dataclasses import fields
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -89,15 +90,25 @@ def print_world(per_motion: int) -> None:
     print(f"{'resting: median speed (world 0), frame/s':<40}{np.median(rest):>24.4f}")
 
 
+TINY_WEIGHTS: Path | None = None  # --weights: the tiny model's weights (default: the bundled ones)
+
+
+def _backend(name: str):
+    from engine.models.base import BackendConfig, create_backend
+
+    if name == "tiny" and TINY_WEIGHTS is not None:
+        return create_backend(name, BackendConfig(weights=TINY_WEIGHTS))
+    return create_backend(name)
+
+
 def model_table(models: list[str], quick: bool) -> None:
-    from engine.models.base import create_backend
     from evaluation.evaluate import TARGETS, EvalConfig, motion_fidelity
 
     kept, summaries = {}, {}
     for name in models:
         start = time.perf_counter()
         kept[name] = []
-        summaries[name] = motion_fidelity(create_backend(name), EvalConfig(quick=quick), kept[name])
+        summaries[name] = motion_fidelity(_backend(name), EvalConfig(quick=quick), kept[name])
         print(f"\n{name}: {len(kept[name])} clips in {time.perf_counter() - start:.0f} s", flush=True)
     print(f"\nPart 2: `lvp eval`'s motion step{' (--quick)' if quick else ''}, per motion "
           "(medians over the motion's clips; wraps: totals)\n")
@@ -148,7 +159,6 @@ def _motion_rows(m: str, runs: list[list[motion.ClipResult]]) -> list[tuple[str,
 def long_clips(models: list[str], minutes: float, fps: int = 5) -> None:
     """Orbits and drifts over minutes: what a 10-second clip cannot show (an orbit that
     widens, a drifting subject that never leaves the frame)."""
-    from engine.models.base import create_backend
     from engine.prompt import HELD_OUT_PAIRS, parse_prompt
     from evaluation.evaluate import Run, eval_spec
 
@@ -160,7 +170,7 @@ def long_clips(models: list[str], minutes: float, fps: int = 5) -> None:
     rows: dict[str, list[list[float]]] = {}
     start = time.perf_counter()
     for name in [*models, "world"]:
-        backend = create_backend(name) if name != "world" else None
+        backend = _backend(name) if name != "world" else None
         per: dict[str, list[float]] = {}
         for prompt, seed in clips:
             scene = parse_prompt(prompt)
@@ -220,7 +230,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--minutes", type=float, default=2.0,
                         help="length of part 3's orbiting and drifting clips (default 2)")
     parser.add_argument("--parts", default="1,2,3", help="which parts to run (default 1,2,3)")
+    parser.add_argument("--weights", type=Path, help="tiny weights file (default: the bundled one)")
     args = parser.parse_args(argv)
+    global TINY_WEIGHTS
+    TINY_WEIGHTS = args.weights
     parts = {p.strip() for p in args.parts.split(",")}
     if "1" in parts:
         print_world(args.clips)

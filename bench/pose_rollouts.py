@@ -20,8 +20,10 @@ import torch
 
 from engine.models.tiny import WEIGHTS
 from engine.models.tiny.modules import HISTORY, POSE_TEMPERATURE, sample_pose
+from engine.models.tiny.physics import motion_class
 from engine.models.tiny.pipeline import load_model
 from engine.models.tiny.tokenizer import tokenize
+from engine.models.tiny.trajectory import KEY_DIM
 from engine.prompt import parse_prompt
 from engine.timeline import AUDIO_WINDOW
 from engine.world import subject_state
@@ -59,10 +61,11 @@ def model_centers(weights: str | None, prompt: str, keyframes: int) -> np.ndarra
     runs = []
     for start in range(STARTS):
         gen = torch.Generator().manual_seed(start)
-        history, centers = torch.zeros((HISTORY, 6)), []
+        history, centers = torch.zeros((HISTORY, KEY_DIM + 1)), []
         for k in range(keyframes):
-            noise = (POSE_TEMPERATURE if k else 1.0) * torch.randn((1, 5), generator=gen)
-            pose = sample_pose(model, noise, cond, history.reshape(1, -1), torch.zeros((1, 2)))[0]
+            noise = (POSE_TEMPERATURE if k else 1.0) * torch.randn((1, KEY_DIM), generator=gen)
+            pose = sample_pose(model, noise, cond, history.reshape(1, -1), torch.zeros((1, 2)),
+                               torch.tensor([motion_class(prompt)]))[0]
             history = torch.cat([history[1:], torch.cat([pose, torch.ones(1)])[None]])
             centers.append(pose[:2].tolist())
         runs.append(centers)

@@ -165,12 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "weights plus a JSON manifest (hash, command, losses). Use "
                                    "them with lvp render --weights FILE ...\n\n"
                                    "The shipped weights are two steps:\n"
-                                   "  lvp train --minutes 55 --seed 0 --out base.safetensors\n"
-                                   "  lvp train --refit-pose base.safetensors --seed 0 "
+                                   "  lvp train --minutes 54 --seed 0 --threads 1 --out base.safetensors\n"
+                                   "  lvp train --refit-pose base.safetensors --seed 0 --threads 1 "
                                    "--out tiny.safetensors",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("--minutes", type=float, default=55.0,
-                   help="wall-clock training budget (default: 55, what the shipped weights used)")
+    t.add_argument("--minutes", type=float, default=54.0,
+                   help="wall-clock training budget (default: 54, what the shipped weights used)")
     t.add_argument("--steps", type=int, help="stop after this many steps instead (if sooner)")
     t.add_argument("--seed", type=int, default=0, help="data and initialisation seed (default: 0)")
     t.add_argument("--out", type=Path, default=Path("tiny.safetensors"),
@@ -178,9 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="torch threads (default: all cores)")
     t.add_argument("--refit-pose", type=Path, metavar="WEIGHTS",
-                   help="instead of training from scratch, refit only the pose model of WEIGHTS on "
-                        "its own rollouts (1500 steps, about 3 minutes; the shipped weights' second "
-                        "step, which keeps long motions such as an orbit from drifting)")
+                   help="instead of training from scratch, refit only the motion parts of WEIGHTS "
+                        "(the pose and trajectory networks; 1000 steps, about 4-6 minutes on one "
+                        "thread: the shipped weights' second step)")
+    t.add_argument("--rollout-share", type=float, metavar="SHARE",
+                   help="--refit-pose: share of pose samples that first draw 1-8 keyframes themselves "
+                        "(default: the refit's own)")
+    t.add_argument("--noise-share", type=float, metavar="SHARE",
+                   help="share of teacher-forced pose samples whose history is perturbed (motion "
+                        "scaled, jittered); default: the recipe's")
 
     e = sub.add_parser("eval", help="measure the tiny model and the procedural oracle",
                        description="Prompt adherence on held-out color-shape pairs, image "
@@ -249,6 +255,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_range("--steps", args.steps, 1, 10**9)
     check_range("--threads", args.threads, 1, 1024)
     check_output_file(args.out, "weights")
+    for name in ("rollout_share", "noise_share"):
+        if getattr(args, name) is not None:
+            check_range("--" + name.replace("_", "-"), getattr(args, name), 0.0, 1.0)
+    if args.rollout_share is not None and args.refit_pose is None:
+        raise InputError("--rollout-share applies to --refit-pose only")
     if args.refit_pose is not None and not args.refit_pose.is_file():
         raise InputError(f"--refit-pose: weights not found: {args.refit_pose}")
     from training.tiny_train import RefitConfig, TrainConfig, refit_pose, train
@@ -256,16 +267,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     command = " ".join(["lvp", *sys.argv[1:]]) if sys.argv[1:2] == ["train"] else "lvp train"
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     if args.refit_pose is not None:
-        refit = RefitConfig(steps=args.steps or RefitConfig.steps, seed=args.seed, threads=args.threads)
+        shares = {k: getattr(args, k) for k in ("rollout_share", "noise_share")
+                  if getattr(args, k) is not None}
+        refit = RefitConfig(steps=args.steps or RefitConfig.steps, seed=args.seed, threads=args.threads,
+                            **shares)
         manifest = refit_pose(refit, args.refit_pose, args.out, command, log=log)
     else:
+        shares = {"noise_share": args.noise_share} if args.noise_share is not None else {}
         cfg = TrainConfig(minutes=args.minutes, steps=args.steps or TrainConfig.steps, seed=args.seed,
-                          threads=args.threads)
+                          threads=args.threads, **shares)
         manifest = train(cfg, args.out, command, log=log)
     print(f"lvp: wrote {args.out} ({manifest['steps']} steps in {manifest['seconds'] / 60:.1f} min); "
           f"use it with lvp render --weights {args.out}", file=sys.stderr)
     if args.refit_pose is None:
-        print(f"lvp: the shipped recipe then refits the pose model (about 3 min): "
+        print(f"lvp: the shipped recipe then refits the motion parts (about 6 min): "
               f"lvp train --refit-pose {args.out} --out REFIT.safetensors", file=sys.stderr)
     return 0
 

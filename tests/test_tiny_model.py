@@ -29,11 +29,11 @@ from engine.models.tiny.modules import (
     TinyVideoModel,
 )
 from engine.models.tiny.tokenizer import CLS, MAX_TOKENS, PAD, VOCAB_SIZE, tokenize
-from engine.models.tiny.trajectory import trajectory_baseline
+from engine.models.tiny.trajectory import KEY_DIM, physical_path, trajectory_baseline
 from engine.prompt import HELD_OUT_PAIRS, SHAPES, parse_prompt
 from engine.timeline import AUDIO_WINDOW
 from engine.world import BeatSample, background, draw_subject, subject_state
-from training.tiny_data import BatchMaker, random_scene_prompt, trajectory_residual
+from training.tiny_data import BatchMaker, Motion, random_scene_prompt, trajectory_residual
 from training.tiny_train import RefitConfig, TrainConfig, losses, refit_pose, rollout
 
 TINY = TinyConfig(dim=16, text_layers=1, heads=2, unet_channels=(8, 16, 16), pose_hidden=32,
@@ -75,15 +75,57 @@ def test_sprite_composite_reproduces_the_world(prompt):
 
 
 def test_trajectory_residual_round_trips():
-    a = Pose(0.2, 0.3, 1.0, 0.5).vector()
-    b = Pose(0.4, 0.6, 1.2, 2.8).vector()
+    rng = np.random.default_rng(0)
+    a = np.concatenate([Pose(0.2, 0.3, 1.0, 0.5).vector(), rng.normal(0, 0.3, 8)]).astype(np.float32)
+    b = np.concatenate([Pose(0.4, 0.6, 1.2, 2.8).vector(), rng.normal(0, 0.3, 8)]).astype(np.float32)
     actual = Pose(0.33, 0.41, 1.05, -3.0).vector()
-    for u in (0.0, 0.3, 1.2):
+    for u in (0.0, 0.3, 1.0):
         r = trajectory_residual(a, b, u, actual)
         base = trajectory_baseline(a, b, u)
         got = base + r
         assert np.allclose(got[:3], actual[:3], atol=1e-6)
         assert abs(math.remainder(got[3] - (-3.0), 2 * math.pi)) < 1e-5
+
+
+def _world_keys(prompt: str, seed: int, seconds: int) -> dict[int, np.ndarray]:
+    clip = Motion(parse_prompt(prompt), seed, np.zeros(3000, np.float32), np.zeros(3000, np.float32))
+    return {k: clip.key(float(k), 0.0) for k in range(seconds + 2)}
+
+
+@pytest.mark.parametrize("prompt", ["a red star bouncing at night", "a blue circle drifting left at sunset",
+                                    "a cyan square orbiting in a meadow", "a white circle pulsing at day",
+                                    "a green triangle spinning in the ocean"])
+def test_physical_path_through_the_worlds_keys_is_the_worlds_motion(prompt):
+    """Stage 2's path between keyframes 1 s apart, given the world's own pose and motion at
+    the keyframes, follows the world between them (bounce impacts and wrap-arounds included),
+    though the bounce (1.2 s) and the pulse (1.6 s) are faster than keyframes alone can show."""
+    scene = parse_prompt(prompt)
+    for seed in (1, 2):
+        keys = _world_keys(prompt, seed, 20)
+        t = np.arange(20 * 15) / 15
+        a = np.floor(t).astype(int)
+        path = physical_path(np.stack([keys[k] for k in a]), np.stack([keys[k + 1] for k in a]), t - a,
+                             np.ones(len(t)))
+        world = np.array([[(s := subject_state(scene, float(x), seed)).x, s.y, s.scale, s.angle] for x in t])
+        visible = (world[:, 0] > 0) & (world[:, 0] < 1)  # a wrap-around jumps out of view
+        assert np.abs(path[visible, :2] - world[visible, :2]).max() < 0.02, prompt
+        assert np.abs(path[:, 2] - world[:, 2]).max() < 0.03, prompt  # of a pulse 0.35 wide
+        turn = np.abs(np.remainder(path[visible, 3] - world[visible, 3] + np.pi, 2 * np.pi) - np.pi)
+        assert turn.max() < 0.02, prompt
+
+
+def test_physical_path_keeps_the_velocity_across_a_keyframe():
+    """No kink once a second: the path's velocity just before a keyframe is the one just after."""
+    keys = _world_keys("a cyan square orbiting in a meadow", 3, 4)
+    eps = 1e-4
+    for k in (1, 2, 3):
+        before = physical_path(np.stack([keys[k - 1]] * 2), np.stack([keys[k]] * 2),
+                               np.array([1 - eps, 1.0]), np.ones(2))
+        after = physical_path(np.stack([keys[k]] * 2), np.stack([keys[k + 1]] * 2),
+                              np.array([0.0, eps]), np.ones(2))
+        v_in, v_out = (before[1] - before[0]) / eps, (after[1] - after[0]) / eps
+        assert np.allclose(before[1][:3], after[0][:3], atol=1e-6)  # the same pose
+        assert np.allclose(v_in[:3], v_out[:3], atol=2e-3)
 
 
 def test_held_out_pairs_never_reach_training_prompts():
@@ -112,8 +154,9 @@ def test_every_module_has_the_documented_shapes():
     v = model.canvas(torch.randn(b, CANVAS_CHANNELS, 32, 32), torch.rand(b), cond, fused, pad,
                      torch.randn(b, COND_CHANNELS, 32, 32), torch.zeros(b, 3))
     assert v.shape == (b, CANVAS_CHANNELS, 32, 32)
-    assert model.pose(torch.randn(b, 5), torch.rand(b), cond, torch.zeros(b, HISTORY * 6),
-                      torch.zeros(b, 2)).shape == (b, 5)
+    assert model.pose(torch.randn(b, KEY_DIM), torch.rand(b), cond,
+                      torch.zeros(b, HISTORY * (KEY_DIM + 1)), torch.zeros(b, 2),
+                      torch.zeros(b, KEY_DIM)).shape == (b, KEY_DIM)
     assert model.trajectory(torch.randn(b, TRAJ_FEATURES), cond).shape == (b, 4)
     assert model.upsampler(torch.rand(b, 4, 32, 32)).shape == (b, 4, 64, 64)
     color, shape = model.probe(image)
@@ -181,7 +224,9 @@ def test_pose_rollout_feeds_the_models_own_keyframes_back_as_history():
     batch = BatchMaker(3).pose_batch(64, rollout_share=0.5)
     steps = batch["steps"]
     world = batch["history"].reshape(64, HISTORY, -1)
-    assert steps.max() >= 2 and (steps == 0).any() and (world[steps > 0, -1, -1] == 0).any()
+    assert steps.max() >= 2 and (steps == 0).any()
+    # Only a history of the clip itself rolls out (a phase the model drew is not the clip's).
+    assert (world[steps > 0, -1, -1] == 1).all()
     model = TinyVideoModel(TINY).eval()
     b = {k: torch.from_numpy(v) for k, v in batch.items()}
     cond = model.condition(b["ids"], None, torch.zeros(64, dtype=torch.bool), b["envelope"])
@@ -193,7 +238,7 @@ def test_pose_rollout_feeds_the_models_own_keyframes_back_as_history():
         kept = HISTORY - min(k, HISTORY)
         assert np.array_equal(rolled[i, :kept], world[i, k:k + kept])  # shifted, not changed
         drawn = rolled[i, kept:]
-        assert (drawn[:, 5] == 1).all() and (drawn[:, 2] >= 0.2).all()
+        assert (drawn[:, KEY_DIM] == 1).all() and (drawn[:, 2] >= 0.2).all()
         assert np.allclose(np.hypot(drawn[:, 3], drawn[:, 4]), 1.0, atol=1e-5)  # stored as a keyframe's
         assert not np.allclose(drawn[:, :2], world[i, -len(drawn):, :2])
 
@@ -208,16 +253,28 @@ def test_shipped_weights_match_their_manifest():
     assert manifest["final"] and manifest["command"].startswith("lvp train")
 
 
-def test_pose_refit_changes_only_the_pose_model(tmp_path):
+@pytest.mark.shipped_model
+def test_shipped_weights_carry_the_law_training_fitted(fitted):
+    """The shipped law of motion is the one `lvp train` fits to the world's clips (same
+    seed, same numbers; float16 in the file)."""
+    from safetensors.torch import load_file
+
+    saved = load_file(str(WEIGHTS))
+    assert float(saved["law.fitted"]) == 1.0
+    for name, value in fitted.state_dict().items():
+        assert torch.allclose(saved[f"law.{name}"].float(), value, rtol=2e-3, atol=2e-3), name
+
+
+def test_pose_refit_changes_only_the_motion_parts(tmp_path):
     from safetensors.torch import load_file
 
     out = tmp_path / "refit.safetensors"
-    manifest = refit_pose(RefitConfig(steps=3, pose_batch=8, threads=1), WEIGHTS, out, "lvp train",
-                          log=lambda line: None)
+    manifest = refit_pose(RefitConfig(steps=3, pose_batch=8, trajectory_batch=8, threads=1), WEIGHTS,
+                          out, "lvp train", log=lambda line: None)
     before, after = load_file(str(WEIGHTS)), load_file(str(out))
     assert before.keys() == after.keys()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
-    assert changed and all(k.startswith("pose.") for k in changed)
+    assert {k.split(".")[0] for k in changed} == {"pose", "trajectory"}
     assert manifest["base"]["sha256"] == hashlib.sha256(WEIGHTS.read_bytes()).hexdigest()
     assert json.loads(out.with_suffix(".json").read_text())["sha256"] == manifest["sha256"]
 
@@ -250,25 +307,27 @@ def test_shipped_weights_render_keyframes_and_frames(tmp_path):
 
 
 @pytest.mark.shipped_model
-def test_shipped_weights_hold_the_backdrop_still_within_a_shot(tmp_path):
-    """Only what the prompt moves, moves: a shot's keyframes share one layered canvas (drawn
-    at its first keyframe), and the rendered backdrop away from the subject is the same in
-    every frame (no redrawn grain at the keyframes)."""
+def test_shipped_weights_hold_the_scene_still_within_a_shot(tmp_path):
+    """Only what the prompt moves, moves: a shot's keyframes share one layered canvas, and the
+    rendered frames' backdrop (away from the subject) is the same in every frame, with no
+    step at the keyframes."""
     from engine.schedule import PromptSchedule
     from engine.spec import JobSpec
     from engine.stages import KeyframeStage, SegmentStage
     from engine.timeline import BeatTrack, Timeline
     from memory.replay import ReplayMemory
+    from stitcher.quality import every, step_ratio
 
     spec = JobSpec(schedule=PromptSchedule.single("a green circle resting on an ocean background"),
                    duration=4.0, fps=10, width=96, height=96, seed=101, overlap=0, model="tiny")
     timeline = Timeline(spec, BeatTrack.metronome(spec.total_frames, spec.fps))
     keys = KeyframeStage(timeline, create_backend("tiny"), ReplayMemory(tmp_path)).run_segment(0)
     canvases = [k.state.canvas for k in keys.around()]
-    assert len(canvases) >= 4 and all(np.array_equal(c, canvases[0]) for c in canvases)
+    assert all(np.array_equal(c, canvases[0]) for c in canvases)
     frames = SegmentStage(create_backend("tiny")).render(timeline.segment(0), keys).frames
-    sky = frames[:, :20].astype(np.int16)  # the resting subject sits low
-    assert np.abs(np.diff(sky, axis=0)).max() == 0
+    top = frames[:, :20].astype(np.int16)  # the sky: the resting subject sits low
+    assert np.abs(np.diff(top, axis=0)).max() == 0
+    assert step_ratio(frames, every(spec.fps, len(frames))) < 1.5
 
 
 @pytest.mark.shipped_model
@@ -360,3 +419,89 @@ def test_shipped_pose_model_keeps_an_orbit_in_the_frame():
     assert inside >= 0.95
     assert 0.15 <= late <= 0.35  # the world's orbit: 0.27 from the center
     assert step >= 0.1  # it still goes round (a collapsed orbit stands still)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """A law of motion fitted the way `lvp train` fits it (training/law_fit.py)."""
+    from engine.models.tiny.physics import MotionLaw
+    from training.law_fit import fit_law, law_samples
+
+    law = MotionLaw()
+    law.load_fit(fit_law(law_samples(0)))
+    return law
+
+
+@pytest.mark.parametrize("prompt", ["a red star bouncing at night", "a blue circle drifting left at sunset",
+                                    "a cyan square orbiting in a meadow", "a white circle pulsing at day",
+                                    "a green triangle spinning in the ocean", "a red square resting at day"])
+def test_the_fitted_motion_law_carries_the_worlds_keys_forward(prompt, fitted):
+    """Stage 1's law of motion (physics.py), fitted to world clips by training, from the
+    world's key at one keyframe gives the world's key at the next (the pose model only
+    corrects it), and run on its own for a minute it keeps the world's motion: no energy
+    lost, an orbit's radius kept."""
+    from engine.models.tiny.physics import motion_class
+
+    keys = torch.from_numpy(np.stack(list(_world_keys(prompt, 5, 61).values())[:61]))
+    motion = torch.full((60,), motion_class(prompt))
+    span = float(fitted.wrap[1])
+
+    def error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        d = (a[..., :3] - b[..., :3]).abs()  # out of view, either side of a wrap-around is one place
+        d[..., 0] = torch.minimum(d[..., 0], (d[..., 0] - span).abs())
+        return d
+
+    assert error(fitted.extrapolate(keys[:-1], motion), keys[1:]).max() < 0.03, prompt
+    key = keys[:1]
+    for _ in range(60):
+        key = fitted.extrapolate(key, motion[:1])
+    assert error(key[0], keys[60]).max() < 0.1, prompt
+
+
+def test_an_unfitted_law_holds_still():
+    """A new model's law knows no motion: it holds the pose and drops the velocity."""
+    from engine.models.tiny.physics import MotionLaw
+
+    key = torch.tensor([[0.3, 0.6, 1.0, 1.0, 0.0, 0.1, -0.2, 0.0, 0.5, 0.0, 2.0, 0.0, 0.0]])
+    out = MotionLaw().extrapolate(key, torch.tensor([0]))
+    assert torch.equal(out[:, :5], key[:, :5]) and not out[:, 5:].any()
+
+
+def test_the_motion_law_restores_what_defines_a_motion(fitted):
+    """A first keyframe drawn off (a small orbit, a low bounce, a slow drift) relaxes to the
+    motion's own size within a few keyframes, phase kept: the size measured on a world clip."""
+    from engine.models.tiny.physics import motion_class
+
+    def run(prompt: str, key: list[float], steps: int = 12) -> torch.Tensor:
+        k = torch.tensor([key], dtype=torch.float32)
+        for _ in range(steps):
+            k = fitted.extrapolate(k, torch.tensor([motion_class(prompt)]))
+        return k[0]
+
+    def world(prompt: str) -> np.ndarray:
+        return np.stack(list(_world_keys(prompt, 3, 30).values()))
+
+    still = [0.0] * 8
+    orbit = run("a cyan square orbiting", [0.55, 0.5, 1.0, 1.0, 0.0, 0.0, 0.05, 0.0, 0.0, *[0.0] * 4])
+    w = world("a cyan square orbiting")
+    centre = (w[:, :2].max(0) + w[:, :2].min(0)) / 2
+    radius = np.hypot(*(w[:, :2] - centre).T).mean()
+    assert abs(math.hypot(orbit[0] - centre[0], orbit[1] - centre[1]) - radius) < 0.02
+    bounce = run("a red star bouncing", [0.5, 0.6, 1.0, 1.0, 0.0, *still])
+    w = world("a red star bouncing")
+    lowest = bounce[1] + bounce[6] ** 2 / (2 * float(fitted.gravity))  # the apex it reaches
+    assert abs(float(fitted.floor) - lowest - (w[:, 1].max() - w[:, 1].min())) < 0.04
+    drift = run("a blue circle drifting left", [0.5, 0.5, 1.0, 1.0, 0.0, *still])
+    assert abs(drift[5] - np.median(world("a blue circle drifting left")[:, 5])) < 0.01
+
+
+def test_the_model_reads_no_world_constants():
+    """The bundled model learns its motion from the world's clips: nothing under
+    engine/models/tiny imports the world simulator."""
+    import pathlib
+
+    import engine.models.tiny as tiny
+
+    for path in pathlib.Path(tiny.__file__).parent.glob("*.py"):
+        text = path.read_text()
+        assert "engine.world" not in text and "import world" not in text, path

@@ -17,6 +17,7 @@ import numpy as np
 from engine.models.tiny.layers import (
     CANVAS,
     HI,
+    POSE_DIM,
     Pose,
     composite,
     crop_sprite,
@@ -24,9 +25,9 @@ from engine.models.tiny.layers import (
     squeeze_background,
     to_canvas,
 )
-from engine.models.tiny.modules import HISTORY
+from engine.models.tiny.modules import HISTORY, POSE_SPREAD
 from engine.models.tiny.tokenizer import tokenize
-from engine.models.tiny.trajectory import pose_angle, trajectory_baseline, trajectory_features, wrap
+from engine.models.tiny.trajectory import KEY_DIM, physical_path, trajectory_features, wrap
 from engine.prompt import (
     BACKGROUNDS,
     COLORS,
@@ -55,6 +56,17 @@ _ENVELOPE_SECONDS = 70
 # Rollouts of up to 8 keyframes keep an orbit's radius closest to the world's.
 POSE_ROLLOUT = 8
 ROLLOUT_SHARE = 0.5
+# Larger accelerations (frame fractions per second squared) are events, not motion: a bounce's
+# impact or a wrap-around inside a finite difference. The world's smooth ones stay under 6.
+MAX_ACCELERATION = 20.0
+# Perturbed histories (the pose refit): a share of teacher-forced samples see their history's
+# motion scaled by one factor (exp of a normal with this spread: a slower orbit, a lower
+# bounce) and every number jittered (normalised units, spread up to HISTORY_JITTER), and
+# learn the world's clean next key. The law of motion (physics.py) keeps whatever energy a
+# keyframe shows, errors included; this teaches the correction to restore the motion's own.
+HISTORY_NOISE_SHARE = 0.5
+HISTORY_MOTION_SCALE = 0.4
+HISTORY_JITTER = 0.3
 _OOV = ("shiny", "wooden", "robot", "castle", "happy", "glowing", "ancient", "tiny", "neon", "soft")
 
 
@@ -140,6 +152,33 @@ class Motion:
     def pose(self, t: float, angle0: float) -> np.ndarray:
         s = self.state(t)
         return Pose(s.x, s.y, s.scale, s.angle - angle0).vector()
+
+    def key(self, t: float, angle0: float) -> np.ndarray:
+        """The pose and its motion (velocity, acceleration of x, y, scale, angle) at t: what
+        a keyframe carries (trajectory.KEY_DIM numbers).
+
+        Finite differences one beat-grid step wide (the envelope's own resolution, which a
+        dancing subject follows): central, unless an event (a bounce's impact, a
+        wrap-around) falls inside the stencil; then the one-sided stencil that misses it."""
+        h = 1.0 / BEAT_FPS
+        states = [self.state(t + d * h) for d in range(-2, 3)]
+        q = np.array([[s.x, s.y, s.scale, s.angle] for s in states], np.float64)
+        q[:, 3] = q[2, 3] + wrap(q[:, 3] - q[2, 3])
+        motion = np.zeros(8)
+        for c in range(4):
+            stencils = [(q[1, c], q[2, c], q[3, c]), (q[2, c], q[3, c], q[4, c]),
+                        (q[0, c], q[1, c], q[2, c])]  # central, forward, backward
+            fits = [((c2 - c0) / (2 * h), (c2 - 2 * c1 + c0) / (h * h)) for c0, c1, c2 in stencils]
+            # One-sided stencils give the derivatives at their middle point: move them to t.
+            fits[1] = (fits[1][0] - fits[1][1] * h, fits[1][1])
+            fits[2] = (fits[2][0] + fits[2][1] * h, fits[2][1])
+            v, a = fits[0]
+            if abs(a) > MAX_ACCELERATION:
+                v, a = min(fits[1:], key=lambda f: abs(f[1]))
+            motion[c], motion[4 + c] = v, float(np.clip(a, -MAX_ACCELERATION, MAX_ACCELERATION))
+        s = states[2]
+        return np.concatenate([Pose(s.x, s.y, s.scale, s.angle - angle0).vector(),
+                               motion]).astype(np.float32)
 
     def beat(self, t: float) -> tuple[float, float]:
         i = min(max(round(t * BEAT_FPS), 0), len(self.energy) - 1)
@@ -227,15 +266,17 @@ class BatchMaker:
                 "envelope": np.stack(env), "attributes": np.array(labels, np.int64)}
 
     # -- Stage 1 pose: next keyframe pose from history and beat ----------------------------
-    def pose_batch(self, n: int, rollout_share: float = 0.0) -> dict[str, np.ndarray]:
+    def pose_batch(self, n: int, rollout_share: float = 0.0, noise_share: float = 0.0
+                   ) -> dict[str, np.ndarray]:
         """World poses for the pose model: the history before time t, then the clip's poses and
         beat features at t, t+1, .., t+k (zeros after). `steps` (k) says how many of those keyframes
         the trainer first lets the model draw itself (fed back as history, no gradient) before
         the one it learns: 0 (teacher forcing) except for a `rollout_share` of the samples."""
         rng = self.rng
-        ids, future, history, beats, env, steps = [], [], [], [], [], []
+        ids, future, history, beats, env, steps, motions = [], [], [], [], [], [], []
         for _ in range(n):
             text, scene = random_scene_prompt(rng)
+            motions.append(MOTIONS.index(scene.motion))  # the law the pose model corrects
             clip = self.motion(scene)
             count = int(rng.integers(0, HISTORY + 1))
             t = 0.0 if count == 0 else float(rng.integers(count, 60))
@@ -244,21 +285,26 @@ class BatchMaker:
             if count and rng.random() < 0.15:  # prompt changed since the history
                 past = self.motion(random_scene_prompt(rng)[1])
                 past.seed = clip.seed
-            hist = np.zeros((HISTORY, 6), np.float32)
+            hist = np.zeros((HISTORY, KEY_DIM + 1), np.float32)
             for j in range(count):
                 tj = t - (count - j)
-                hist[HISTORY - count + j, :5] = past.pose(tj, angle0 if past is clip else
-                                                          past.state(0.0).angle)
-                hist[HISTORY - count + j, 5] = 1.0
+                hist[HISTORY - count + j, :KEY_DIM] = past.key(tj, angle0 if past is clip else
+                                                               past.state(0.0).angle)
+                hist[HISTORY - count + j, KEY_DIM] = 1.0
             # No draw at share 0: the teacher-forced stream is the same with or without rollouts.
-            rolls = rollout_share > 0 and rng.random() < rollout_share
+            # Only a history of this clip rolls out: the model's own first keyframe (or another
+            # prompt's history) sets a phase the clip does not share, and learning the clip's
+            # pose from there would teach the model to ignore its history.
+            rolls = rollout_share > 0 and rng.random() < rollout_share and count > 0 and past is clip
             k = int(rng.integers(1, POSE_ROLLOUT + 1)) if rolls else 0
-            poses = np.zeros((POSE_ROLLOUT + 1, 5), np.float32)  # only keyframes 0..k are read
+            if noise_share > 0 and count and k == 0 and rng.random() < noise_share:
+                hist[:, :KEY_DIM] = _perturbed(rng, hist[:, :KEY_DIM]) * hist[:, KEY_DIM:]
+            poses = np.zeros((POSE_ROLLOUT + 1, KEY_DIM), np.float32)  # only keyframes 0..k are read
             beat = np.zeros((POSE_ROLLOUT + 1, 2), np.float32)
             for j in range(k + 1):
                 e, p = clip.beat(t + j)
                 _, p_prev = clip.beat(t + j - 1.0)
-                poses[j] = clip.pose(t + j, angle0)
+                poses[j] = clip.key(t + j, angle0)
                 beat[j] = [e, p - p_prev if count or j else 0.0]
             ids.append(tokenize(text))
             future.append(poses)
@@ -268,7 +314,8 @@ class BatchMaker:
             steps.append(k)
         return {"ids": np.stack(ids), "future": np.stack(future),
                 "history": np.stack(history), "beats": np.stack(beats),
-                "envelope": np.stack(env), "steps": np.array(steps, np.int64)}
+                "envelope": np.stack(env), "steps": np.array(steps, np.int64),
+                "motion": np.array(motions, np.int64)}
 
     # -- Stage 2 trajectory: pose at any frame between keyframes ---------------------------
     def trajectory_batch(self, n: int) -> dict[str, np.ndarray]:
@@ -278,18 +325,14 @@ class BatchMaker:
             text, scene = random_scene_prompt(rng)
             clip = self.motion(scene)
             ta = float(rng.integers(1, 60))
-            u = rng.uniform(-0.3, 1.3)
+            u = rng.uniform(0.0, 1.0)
             angle0 = clip.state(0.0).angle
-            pa, pb = clip.pose(ta, angle0), clip.pose(ta + 1, angle0)
-            has_prev, has_next = rng.random() < 0.7, rng.random() < 0.7
-            pp = clip.pose(ta - 1, angle0) if has_prev else np.zeros(5, np.float32)
-            pn = clip.pose(ta + 2, angle0) if has_next else np.zeros(5, np.float32)
+            ka, kb = clip.key(ta, angle0), clip.key(ta + 1, angle0)
             e, p = clip.beat(ta + u)
             _, p_a = clip.beat(ta)
             _, p_b = clip.beat(ta + 1)
-            feats.append(trajectory_features(pa, pb, pp, pn, has_prev, has_next, u, e, p - p_a,
-                                             p_b - p_a))
-            target.append(trajectory_residual(pa, pb, u, clip.pose(ta + u, angle0)))
+            feats.append(trajectory_features(ka, kb, u, e, p - p_a, p_b - p_a))
+            target.append(trajectory_residual(ka, kb, u, clip.pose(ta + u, angle0)))
             ids.append(tokenize(text))
             env.append(audio_window(clip.energy, ta, BEAT_FPS))
         return {"ids": np.stack(ids), "features": np.stack(feats), "target": np.stack(target),
@@ -338,14 +381,28 @@ class BatchMaker:
         return {"low": np.stack(low).astype(np.float32), "high": np.stack(high).astype(np.float32)}
 
 
+def _perturbed(rng: np.random.Generator, keys: np.ndarray) -> np.ndarray:
+    """History keys [HISTORY, KEY_DIM] with their motion scaled by one factor and jittered,
+    tidied as a keyframe stores them (unit cos/sin, scale at least 0.2)."""
+    keys = keys.copy()
+    keys[:, POSE_DIM:] *= float(np.exp(rng.normal(0.0, HISTORY_MOTION_SCALE)))
+    jitter = rng.uniform(0.0, HISTORY_JITTER)
+    keys += rng.normal(0.0, jitter, keys.shape).astype(np.float32) / np.asarray(POSE_SPREAD, np.float32)
+    keys[:, 3:5] /= np.maximum(np.hypot(keys[:, 3], keys[:, 4]), 1e-6)[:, None]
+    keys[:, 2] = np.maximum(keys[:, 2], 0.2)
+    return keys
+
+
 def _chw(images: np.ndarray) -> np.ndarray:
     """[B, H, W, 3] uint8 -> [B, 3, H, W] float in [-1, 1]."""
     return images.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0
 
 
-def trajectory_residual(pa: np.ndarray, pb: np.ndarray, u: float, actual: np.ndarray) -> np.ndarray:
-    """What the trajectory network must add to the straight path between keyframes."""
-    base = trajectory_baseline(pa, pb, u)
+def trajectory_residual(ka: np.ndarray, kb: np.ndarray, u: float, actual: np.ndarray) -> np.ndarray:
+    """What the trajectory network must add to the physical path between keyframes 1 s apart
+    (ka, kb: their key vectors; actual: the pose vector at u)."""
+    base = physical_path(ka[None], kb[None], np.array([u]), np.array([1.0]))[0]
+    angle = math.atan2(float(actual[4]), float(actual[3]))
     return np.array([actual[0] - base[0], actual[1] - base[1], actual[2] - base[2],
-                     wrap(pose_angle(actual) - base[3])], np.float32)
+                     wrap(angle - base[3])], np.float32)
 

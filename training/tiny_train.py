@@ -31,17 +31,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.models.tiny.layers import POSE_DIM
 from engine.models.tiny.modules import (
     HISTORY,
     NUM_COLORS,
     POSE_TEMPERATURE,
     TRAJ_SPREAD,
+    TinyConfig,
     TinyVideoModel,
-    normalise_pose,
+    pose_base,
+    pose_target,
     sample_pose,
 )
-from training.tiny_data import ROLLOUT_SHARE, BatchMaker
+from engine.models.tiny.trajectory import KEY_DIM
+from training.law_fit import fitted_law
+from training.tiny_data import HISTORY_NOISE_SHARE, BatchMaker
 from training.weights import save_weights
 
 CONTRASTIVE_TEMPERATURE = 0.1
@@ -71,6 +74,7 @@ class TrainConfig:
     upsample_batch: int = 16
     threads: int = 2
     checkpoint_minutes: float = 5.0
+    noise_share: float = HISTORY_NOISE_SHARE  # perturbed pose histories (tiny_data.py)
 
 
 def _t(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -104,7 +108,7 @@ class WorldBatches(torch.utils.data.IterableDataset):
         while True:
             yield {
                 "canvas": maker.canvas_batch(cfg.canvas_batch),
-                "pose": maker.pose_batch(cfg.pose_batch),
+                "pose": maker.pose_batch(cfg.pose_batch, 0.0, cfg.noise_share),
                 "trajectory": maker.trajectory_batch(cfg.trajectory_batch),
                 "picture": maker.picture_batch(cfg.picture_batch, held_out=False),
                 "probe": maker.picture_batch(cfg.picture_batch, held_out=None),
@@ -120,8 +124,8 @@ def rollout(model: TinyVideoModel, cond: torch.Tensor, b: dict[str, torch.Tensor
     with torch.no_grad():
         for j in range(int(b["steps"].max())):
             temperature = torch.where(history[:, -1, -1] > 0, POSE_TEMPERATURE, 1.0)[:, None]
-            noise = temperature * torch.randn((len(cond), POSE_DIM), generator=gen)
-            pose = sample_pose(model, noise, cond, history.flatten(1), b["beats"][:, j])
+            noise = temperature * torch.randn((len(cond), KEY_DIM), generator=gen)
+            pose = sample_pose(model, noise, cond, history.flatten(1), b["beats"][:, j], b["motion"])
             drawn = torch.cat([pose, torch.ones_like(pose[:, :1])], dim=-1)
             pushed = torch.cat([history[:, 1:], drawn[:, None]], dim=1)
             history = torch.where((b["steps"] > j)[:, None, None], pushed, history)
@@ -133,8 +137,15 @@ def pose_loss(model: TinyVideoModel, b: dict[str, torch.Tensor], gen: torch.Gene
     history = rollout(model, cond.detach(), b, gen)
     rows = torch.arange(len(cond))
     target, beat = b["future"][rows, b["steps"]], b["beats"][rows, b["steps"]]
-    xt, tau, velocity = flow_pair(normalise_pose(target), gen)
-    return F.mse_loss(model.pose(xt, tau, cond, history, beat), velocity)
+    base, gain = pose_base(model.law, history, b["motion"])
+    xt, tau, velocity = flow_pair(pose_target(target, base, gain), gen)
+    return F.mse_loss(model.pose(xt, tau, cond, history, beat, base), velocity)
+
+
+def trajectory_loss(model: TinyVideoModel, b: dict[str, torch.Tensor]) -> torch.Tensor:
+    cond = model.condition(b["ids"], None, torch.zeros(len(b["ids"]), dtype=torch.bool), b["envelope"])
+    pred = model.trajectory(b["features"], cond)
+    return F.mse_loss(pred, b["target"] * b["target"].new_tensor(TRAJ_SPREAD))
 
 
 def losses(model: TinyVideoModel, batches: dict[str, dict[str, np.ndarray]],
@@ -155,10 +166,7 @@ def losses(model: TinyVideoModel, batches: dict[str, dict[str, np.ndarray]],
 
     out["pose"] = pose_loss(model, _t(batches["pose"]), gen)
 
-    b = _t(batches["trajectory"])
-    cond = model.condition(b["ids"], None, torch.zeros(len(b["ids"]), dtype=torch.bool), b["envelope"])
-    pred = model.trajectory(b["features"], cond)
-    out["trajectory"] = F.mse_loss(pred, b["target"] * b["target"].new_tensor(TRAJ_SPREAD))
+    out["trajectory"] = trajectory_loss(model, _t(batches["trajectory"]))
 
     b = _t(batches["picture"])
     _, _, pose = model.image(b["image"])
@@ -180,55 +188,95 @@ def losses(model: TinyVideoModel, batches: dict[str, dict[str, np.ndarray]],
 
 @dataclass(frozen=True)
 class RefitConfig:
-    steps: int = 1500
+    steps: int = 1000
     seed: int = 0
-    lr: float = 3e-4
+    lr: float = 3e-4  # a fine-tune: the base run trained the motion parts already
     ema: float = 0.999
     pose_batch: int = 128
-    rollout_share: float = ROLLOUT_SHARE
+    trajectory_batch: int = 128
+    # Rollouts (tiny_data.py) are off by default: the law of motion keeps the motion going, and
+    # a rollout's target (the world's key) is wrong wherever the model's phase drifted from it.
+    rollout_share: float = 0.0
+    noise_share: float = HISTORY_NOISE_SHARE  # perturbed histories (tiny_data.py)
+    teacher_forcing: float = 0.0  # the first share of the steps learns from the world's histories only
     threads: int = 2
 
 
+MOTION_PARTS = ("pose", "trajectory")  # what the refit trains; every other part keeps its weights
+LAW = "law"  # the law of motion's fitted numbers: kept from the base, fitted where it has none
+
+
+def law_values(model: TinyVideoModel) -> dict[str, list]:
+    """The law of motion's numbers as the weights hold them (for the manifest)."""
+    return {k: np.round(v.numpy().astype(np.float64), 5).tolist() for k, v in model.law.state_dict().items()}
+
+
 def refit_pose(cfg: RefitConfig, base: Path, out: Path, command: str, log=print) -> dict:
-    """Refit the pose model of the weights in `base` on its own rollouts (about 3 minutes on
-    2 cores); every other part keeps its weights. The manifest keeps the base's beside it."""
-    from engine.models.tiny.pipeline import load_model  # the inference loader (fp16 -> fp32)
+    """Refit the motion parts of the weights in `base` (the pose model, on its own rollouts,
+    and Stage 2's trajectory network); every other part keeps its weights. A part whose
+    shapes changed since `base` was trained (an older design) starts from scratch. The
+    manifest keeps the base's beside it."""
+    from safetensors.torch import load_file
 
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     gen = torch.Generator().manual_seed(cfg.seed)
     maker = BatchMaker(cfg.seed)
-    model = TinyVideoModel()
-    model.load_state_dict(load_model(base).state_dict())
+    model = TinyVideoModel(TinyConfig())
+    own = model.state_dict()
+    saved = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(base)).items()}
+    fresh = sorted({k.split(".")[0] for k in own if k not in saved or saved[k].shape != own[k].shape})
+    if any(part not in (*MOTION_PARTS, LAW) for part in fresh):
+        raise ValueError(f"{base}: parts other than the motion's do not fit this model: {fresh}")
+    model.load_state_dict({k: saved[k] if k.split(".")[0] not in fresh else v for k, v in own.items()})
+    if fresh:
+        log(f"refit: {', '.join(fresh)} start from scratch (shapes changed since {base.name})")
+    if not bool(model.law.fitted.item()):
+        model.law.load_fit(fitted_law(cfg.seed))
+        log("refit: law of motion fitted (the base's has another layout or none)")
     model.requires_grad_(False)
-    model.pose.requires_grad_(True)
-    ema = copy.deepcopy(model.pose)
-    opt = torch.optim.AdamW(model.pose.parameters(), lr=cfg.lr, weight_decay=0.01)
-    start, running = time.perf_counter(), None
+    parts = [getattr(model, p) for p in MOTION_PARTS]
+    params = [q for p in parts for q in p.parameters()]
+    for p in parts:
+        p.requires_grad_(True)
+    ema = [copy.deepcopy(p) for p in parts]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
+    start, running = time.perf_counter(), {}
     for step in range(cfg.steps):
-        for group in opt.param_groups:  # cosine decay to a tenth
-            group["lr"] = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
-        loss = pose_loss(model, _t(maker.pose_batch(cfg.pose_batch, cfg.rollout_share)), gen)
+        for group in opt.param_groups:  # short warm-up, then cosine decay to a tenth
+            group["lr"] = cfg.lr * min(1.0, (step + 1) / 100) * (
+                0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
+        share = cfg.rollout_share if step >= cfg.teacher_forcing * cfg.steps else 0.0
+        batch = maker.pose_batch(cfg.pose_batch, share, cfg.noise_share)
+        parts_loss = {"pose": pose_loss(model, _t(batch), gen),
+                      "trajectory": trajectory_loss(model, _t(maker.trajectory_batch(cfg.trajectory_batch)))}
+        loss = sum(parts_loss.values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.pose.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         decay = min(cfg.ema, (1 + step) / (10 + step))
         with torch.no_grad():
-            for e, p in zip(ema.parameters(), model.pose.parameters(), strict=True):
-                e.lerp_(p, 1 - decay)
-        value = float(loss.detach())
-        running = value if running is None else 0.98 * running + 0.02 * value
+            for e_part, part in zip(ema, parts, strict=True):
+                for e, p in zip(e_part.parameters(), part.parameters(), strict=True):
+                    e.lerp_(p, 1 - decay)
+        for k, v in parts_loss.items():
+            value = float(v.detach())
+            running[k] = value if k not in running else 0.98 * running[k] + 0.02 * value
         if (step + 1) % 100 == 0:
-            log(f"refit step {step + 1} {(time.perf_counter() - start) / 60:.1f} min pose {running:.4f}")
-    model.pose = ema
+            log(f"refit step {step + 1} {(time.perf_counter() - start) / 60:.1f} min "
+                + " ".join(f"{k} {v:.4f}" for k, v in running.items()))
+    for name, e_part in zip(MOTION_PARTS, ema, strict=True):
+        setattr(model, name, e_part)
     base_manifest = json.loads(Path(base).with_suffix(".json").read_text()) \
         if Path(base).with_suffix(".json").is_file() else {}
     return save_weights(model, out, {
         "command": command, "steps": cfg.steps, "seconds": round(time.perf_counter() - start, 1),
-        "final": True, "config": cfg.__dict__, "losses": {"pose": round(running or 0.0, 5)},
+        "final": True, "config": cfg.__dict__, "from_scratch": fresh,
+        "losses": {k: round(v, 5) for k, v in running.items()},
         "torch": torch.__version__, "machine": f"{platform.machine()} {os.cpu_count()} cpus",
-        "parameters": sum(p.numel() for p in model.parameters()), "base": base_manifest,
+        "parameters": sum(p.numel() for p in model.parameters()), "law": law_values(model),
+        "base": base_manifest,
     })
 
 
@@ -239,11 +287,16 @@ def train(cfg: TrainConfig, out: Path, command: str, log=print) -> dict:
     stream = iter(torch.utils.data.DataLoader(WorldBatches(cfg), batch_size=None, num_workers=1,
                                               prefetch_factor=2, collate_fn=_as_is))
     model = TinyVideoModel()
+    # The law of motion's numbers, fitted to the world's clips before the networks learn
+    # their corrections to it (training/law_fit.py).
+    fit_start = time.perf_counter()
+    model.law.load_fit(fitted_law(cfg.seed))
+    log(f"law of motion fitted in {time.perf_counter() - fit_start:.1f} s")
     ema = TinyVideoModel()
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    budget = cfg.minutes * 60.0
+    budget = cfg.minutes * 60.0 - (time.perf_counter() - fit_start)  # the fit counts too
     start = last_save = time.perf_counter()
     running: dict[str, float] = {}
     step = 0
@@ -253,7 +306,7 @@ def train(cfg: TrainConfig, out: Path, command: str, log=print) -> dict:
             "command": command, "steps": step, "seconds": round(time.perf_counter() - start, 1),
             "final": final, "config": cfg.__dict__, "losses": {k: round(v, 5) for k, v in running.items()},
             "torch": torch.__version__, "machine": f"{platform.machine()} {os.cpu_count()} cpus",
-            "parameters": sum(p.numel() for p in model.parameters()),
+            "parameters": sum(p.numel() for p in model.parameters()), "law": law_values(model),
         }
 
     while step < cfg.steps:

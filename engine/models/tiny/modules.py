@@ -22,14 +22,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.models.tiny.layers import CANVAS_CHANNELS, POSE_DIM
+from engine.models.tiny.layers import CANVAS_CHANNELS
+from engine.models.tiny.physics import MotionLaw
 from engine.models.tiny.tokenizer import MAX_TOKENS, PAD, VOCAB_SIZE
+from engine.models.tiny.trajectory import KEY_DIM
 from engine.prompt import COLORS, SHAPES
 
 HISTORY = 3  # poses of earlier keyframes the pose model sees
 IMAGE_SLOT = 6  # reference picture squeezed to 32x32 (RGB) + sprite-sized crop (RGB)
 COND_CHANNELS = 2 * CANVAS_CHANNELS + IMAGE_SLOT  # previous canvas, memory anchor, image slot
-TRAJ_FEATURES = 4 * POSE_DIM + 2 + 4  # 4 poses, 2 presence flags, u, energy, 2 phase deltas
+TRAJ_FEATURES = 2 * KEY_DIM + 4  # both keyframes' pose and motion, u, energy, 2 phase deltas
 NUM_COLORS, NUM_SHAPES = len(COLORS), len(SHAPES)  # the attribute and probe heads' classes
 
 
@@ -143,19 +145,30 @@ class GatedFusion(nn.Module):
 
 
 class PoseFlow(nn.Module):
-    """Velocity field for the next keyframe's pose, given the condition and the history."""
+    """Velocity field for the next keyframe's key (pose, velocity, acceleration; see
+    trajectory.py) *as a correction to the motion law's prediction* (physics.py: the last key
+    carried one keyframe forward under the prompt's law of motion), given the condition, the
+    history of keys and that prediction. A network rolled out on its own whole-pose
+    predictions lost energy every keyframe; a law that keeps a motion's energy needs only a
+    small correction, and a correction of zero keeps the motion going."""
 
     def __init__(self, cfg: TinyConfig) -> None:
         super().__init__()
-        inputs = POSE_DIM + 32 + cfg.dim + HISTORY * (POSE_DIM + 1) + 2
+        inputs = 2 * KEY_DIM + 32 + cfg.dim + HISTORY * (KEY_DIM + 1) + 2
         h = cfg.pose_hidden
         self.net = nn.Sequential(nn.Linear(inputs, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU(),
-                                 nn.Linear(h, h), nn.SiLU(), nn.Linear(h, POSE_DIM))
+                                 nn.Linear(h, h), nn.SiLU(), nn.Linear(h, KEY_DIM))
 
     def forward(self, noisy: torch.Tensor, tau: torch.Tensor, cond: torch.Tensor,
-                history: torch.Tensor, beat: torch.Tensor) -> torch.Tensor:
-        # noisy [B, 5], tau [B], cond [B, D], history [B, HISTORY*(5+1)], beat [B, 2]
-        x = torch.cat([noisy, timestep_embedding(tau, 32), cond, history, beat], dim=-1)
+                history: torch.Tensor, beat: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        # noisy [B, KEY_DIM], tau [B], cond [B, D], history [B, HISTORY*(KEY_DIM+1)], beat [B, 2],
+        # base [B, KEY_DIM]: the law's prediction, normalised (zeros without a history)
+        # The history is read in the same normalised units as the key it predicts: a bounce's
+        # phase is in small differences of height and large ones of velocity.
+        keys = history.view(len(history), HISTORY, KEY_DIM + 1)
+        present = keys[..., KEY_DIM:]
+        keys = torch.cat([normalise_pose(keys[..., :KEY_DIM]) * present, present], dim=-1)
+        x = torch.cat([noisy, timestep_embedding(tau, 32), cond, keys.flatten(1), beat, base], dim=-1)
         return self.net(x)
 
 
@@ -240,10 +253,11 @@ class CanvasUNet(nn.Module):
 
 
 class Trajectory(nn.Module):
-    """Pose at any frame: a learned correction to the straight path between two keyframes.
+    """Pose at any frame: a learned correction to the physical path between two keyframes
+    (trajectory.physical_path).
 
-    Output is [dx, dy, dscale, dangle] added to the linear interpolation, so the audio can
-    make the subject hop and swell between keyframes.
+    Output is [dx, dy, dscale, dangle] added to that path, so the audio can make the subject
+    hop and swell between keyframes.
     """
 
     def __init__(self, cfg: TinyConfig) -> None:
@@ -306,6 +320,8 @@ class TinyVideoModel(nn.Module):
         # Training only: the condition must name the subject's color and shape (supervised
         # by the world's parse of the prompt), so the canvas gets a semantic signal early.
         self.attributes = nn.Linear(cfg.dim, NUM_COLORS + NUM_SHAPES)
+        # The law of motion's numbers (physics.py): fitted to the world's clips by training.
+        self.law = MotionLaw()
 
     def condition_tokens(self, ids: torch.Tensor, image: torch.Tensor | None,
                          has_image: torch.Tensor, envelope: torch.Tensor
@@ -338,9 +354,10 @@ class TinyVideoModel(nn.Module):
         return t @ v.T
 
 
-# Poses are normalised for the flow model so every coordinate spreads over about [-1, 1].
-POSE_CENTER = (0.5, 0.5, 1.0, 0.0, 0.0)
-POSE_SPREAD = (3.0, 3.0, 3.0, 1.0, 1.0)
+# Keys are normalised for the flow model so every coordinate spreads over about [-1, 1]:
+# pose (x, y, scale, cos, sin), velocity and acceleration of (x, y, scale, angle).
+POSE_CENTER = (0.5, 0.5, 1.0, 0.0, 0.0) + (0.0,) * 8
+POSE_SPREAD = (3.0, 3.0, 3.0, 1.0, 1.0) + (3.0, 1.0, 1.0, 0.5) + (1.0, 0.4, 0.2, 0.3)
 TRAJ_SPREAD = (5.0, 5.0, 5.0, 1.0)  # residual [dx, dy, dscale, dangle] scaling
 
 
@@ -359,15 +376,48 @@ POSE_SAMPLING_STEPS = 8
 POSE_TEMPERATURE = 0.25
 
 
+# The flow's variable is the correction to the law's prediction, in normalised units times
+# this gain once there is a history (the correction is small; the first key is the whole pose).
+RESIDUAL_GAIN = 16.0
+
+
+def pose_base(law: MotionLaw, history: torch.Tensor, motion: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The law's prediction of the next key, normalised [B, KEY_DIM] (zeros, the centre of the
+    pose prior, where there is no history), and the flow's gain [B, 1]."""
+    keys = history.view(len(history), HISTORY, KEY_DIM + 1)
+    present = keys[:, -1, KEY_DIM:] > 0
+    if not present.any():
+        return torch.zeros_like(keys[:, -1, :KEY_DIM]), torch.ones_like(present, dtype=keys.dtype)
+    base = normalise_pose(law.extrapolate(keys[:, -1, :KEY_DIM], motion)) * present
+    return base, torch.where(present, RESIDUAL_GAIN, 1.0)
+
+
+def pose_target(key: torch.Tensor, base: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """A key [B, KEY_DIM] as the flow's variable: its correction to the law's prediction."""
+    return (normalise_pose(key) - base) * gain
+
+
 def sample_pose(model: TinyVideoModel, noise: torch.Tensor, cond: torch.Tensor,
-                history: torch.Tensor, beat: torch.Tensor) -> torch.Tensor:
-    """Integrate the pose flow from `noise` [B, 5] (Euler): the next pose [B, 5], tidied the way
-    a keyframe stores it (unit cos/sin, scale at least 0.2). Inference and the training rollout
-    share it, so the model learns from the poses it will really be fed back."""
+                history: torch.Tensor, beat: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
+    """Integrate the pose flow from `noise` [B, KEY_DIM] (Euler): the next key [B, KEY_DIM],
+    the law's prediction for `motion` [B] (class indices, physics.py) plus the sampled
+    correction, tidied the way a keyframe stores it (unit cos/sin, scale at least 0.2).
+    Inference and the training rollout share it, so the model learns from the poses it will
+    really be fed back."""
+    base, gain = pose_base(model.law, history, motion)
     z = noise
     for i in range(POSE_SAMPLING_STEPS):
         tau = torch.full((len(z),), i / POSE_SAMPLING_STEPS)
-        z = z + model.pose(z, tau, cond, history, beat) / POSE_SAMPLING_STEPS
-    pose = denormalise_pose(z)
+        z = z + model.pose(z, tau, cond, history, beat, base) / POSE_SAMPLING_STEPS
+    pose = denormalise_pose(base + z / gain)
     turn = F.normalize(pose[:, 3:5], dim=-1)
-    return torch.cat([pose[:, :2], pose[:, 2:3].clamp(min=0.2), turn], dim=-1)
+    pose = torch.cat([pose[:, :2], pose[:, 2:3].clamp(min=0.2), turn, pose[:, 5:]], dim=-1)
+    # A first key (no history) starts on its motion's own size; later ones follow the law.
+    first = gain[:, 0] == 1.0
+    if first.any():
+        pose = torch.where(first[:, None], model.law.settle(pose, motion), pose)
+    pose = model.law.tidy(pose, motion, first)
+    # What the world keeps still, the law alone sets (no sampled correction, no motion).
+    law = torch.where(first[:, None], pose, denormalise_pose(base))
+    return model.law.keep_still(pose, law, motion)

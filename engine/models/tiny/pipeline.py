@@ -41,9 +41,10 @@ from engine.models.tiny.modules import (
     TinyVideoModel,
     sample_pose,
 )
+from engine.models.tiny.physics import motion_class
 from engine.models.tiny.state import TinyState
 from engine.models.tiny.tokenizer import tokenize
-from engine.models.tiny.trajectory import trajectory_baseline, trajectory_features
+from engine.models.tiny.trajectory import KEY_DIM, physical_path, trajectory_features
 from engine.sprites import premultiply
 from engine.timeline import AUDIO_WINDOW, KeyframePlan, SegmentPlan
 
@@ -58,6 +59,8 @@ CONTINUE_FROM = 0.75  # flow time a continuing keyframe starts at (0: pure noise
 # guidance (and its unconditional pass, half of Stage 1's time) adds nothing there.
 CONTINUE_GUIDANCE = 1.0
 IMAGE_SIDE = 64  # the image encoder reads 64x64 pictures
+# Stage 2's trajectory correction only where the fitted law has no form (see render).
+CORRECT_ONLY_FREE = True
 
 
 def load_model(path: str | Path) -> TinyVideoModel:
@@ -98,6 +101,11 @@ def pose_of(keyframe: Keyframe[TinyState]) -> np.ndarray:
     return Pose(s.x, s.y, s.scale, s.angle).vector()
 
 
+def key_of(keyframe: Keyframe[TinyState]) -> np.ndarray:
+    """The keyframe's pose and motion: [KEY_DIM] (trajectory.py)."""
+    return np.concatenate([pose_of(keyframe), keyframe.state.motion]).astype(np.float32)
+
+
 def upsample_layers(model: TinyVideoModel, canvases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """[N, 7, 32, 32] canvases -> backgrounds [N, 64, 64, 3] and sprites [N, 64, 64, 4], 0..1."""
     layers = [from_canvas(c) for c in canvases]
@@ -119,6 +127,7 @@ class TinyKeyframeModel:
         self.model = load_model(weights)
         self._reference: tuple[np.ndarray, dict] | None = None
         self._text: tuple[str, tuple[torch.Tensor, ...]] | None = None
+        self._upsampled: tuple[tuple, tuple[np.ndarray, np.ndarray]] | None = None
 
     def _condition(self, prompt: str, plan: KeyframePlan, image: dict | None
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -159,21 +168,23 @@ class TinyKeyframeModel:
 
         # The subject's pose: from the reference picture for the first keyframe, else sampled.
         phase_before = history[-1].state.beat_phase if history else 0.0
+        motion = np.zeros(KEY_DIM - POSE_DIM, np.float32)
         if image is not None and not history:
             pose = image["pose"]
         else:
-            hist = np.zeros((HISTORY, 6), np.float32)
+            hist = np.zeros((HISTORY, KEY_DIM + 1), np.float32)
             for j, k in enumerate(history[-HISTORY:][::-1]):
-                hist[HISTORY - 1 - j] = [*pose_of(k), 1.0]
+                hist[HISTORY - 1 - j] = [*key_of(k), 1.0]
             beat = [plan.beat_energy, plan.beat_phase - phase_before if history else 0.0]
             # The pose model was trained on prompt + audio only (no image tokens).
             pose_cond = self._condition(plan.prompt, plan, None)[0][:1] if image else cond[0][:1]
             # The first pose is drawn at full width: it is where seeds differ.
             temperature = POSE_TEMPERATURE if history else 1.0
-            noise = temperature * torch.randn((1, POSE_DIM), generator=gen)
+            noise = temperature * torch.randn((1, KEY_DIM), generator=gen)
             drawn = sample_pose(model, noise, pose_cond, torch.from_numpy(hist.reshape(1, -1)),
-                                torch.tensor([beat], dtype=torch.float32))
-            pose = Pose.from_vector(drawn[0].numpy())
+                                torch.tensor([beat], dtype=torch.float32),
+                                torch.tensor([motion_class(plan.prompt)]))[0].numpy()
+            pose, motion = Pose.from_vector(drawn[:POSE_DIM]), drawn[POSE_DIM:]
 
         # Within a shot (a run of one prompt) the layers are drawn once, at its first keyframe,
         # and then held: the world's backdrop stands still and its subject is rigid, so only
@@ -189,15 +200,23 @@ class TinyKeyframeModel:
         else:
             canvas = self._draw_canvas(plan, history, memory, image, cond, gen)
 
-        backgrounds, sprites = upsample_layers(model, canvas[None])
-        width, height = plan.size
-        bg = cv2.resize((backgrounds[0] * 255 + 0.5).astype(np.uint8), (width, height),
-                        interpolation=cv2.INTER_LINEAR)
-        picture = composite(bg, sprites[0], pose)
+        bg, sprite = self._layers(canvas, plan.size)
+        picture = composite(bg, sprite, pose)
         state = TinyState(float(pose.x), float(pose.y), float(pose.scale), float(pose.angle),
-                          float(plan.beat_phase), canvas.astype(np.float16))
+                          float(plan.beat_phase), canvas.astype(np.float16),
+                          np.asarray(motion, np.float32))
         return Keyframe(plan.t, picture, plan.prompt, state)
 
+    def _layers(self, canvas: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """The canvas's backdrop at the keyframe's size and its upsampled sprite; a shot holds
+        its canvas, so they are made once per shot (the same arrays as making them again)."""
+        key = (canvas.tobytes(), size)
+        if self._upsampled is None or self._upsampled[0] != key:
+            backgrounds, sprites = upsample_layers(self.model, canvas[None])
+            bg = cv2.resize((backgrounds[0] * 255 + 0.5).astype(np.uint8), size,
+                            interpolation=cv2.INTER_LINEAR)
+            self._upsampled = (key, (bg, sprites[0]))
+        return self._upsampled[1]
 
     def _draw_canvas(self, plan: KeyframePlan, history: Sequence[Keyframe], memory: MemoryView,
                      image: dict | None, cond: tuple[torch.Tensor, ...],
@@ -295,7 +314,7 @@ class TinySegmentModel:
     ) -> np.ndarray:
         model = self.model
         width, height = plan.width, plan.height
-        poses = [pose_of(k) for k in keyframes]
+        keys = np.stack([key_of(k) for k in keyframes])
         times = np.array([k.t for k in keyframes])
         frame_times = plan.frame_times()
         # Every frame's interval a -> b (b = a at a single-keyframe segment), u in seconds
@@ -331,46 +350,60 @@ class TinySegmentModel:
         phases = [plan.cue_at(k.t).beat_phase for k in keyframes]
 
         def features(a: int, b: int, u: float, energy: float, phase: float) -> np.ndarray:
-            return trajectory_features(
-                poses[a], poses[b], poses[a - 1] if a >= 1 else np.zeros(5, np.float32),
-                poses[b + 1] if b + 1 < n else np.zeros(5, np.float32), a >= 1, b + 1 < n,
-                min(max(u, -0.3), 1.3),  # the range the trajectory model was trained on
-                energy, phase - phases[a], phases[b] - phases[a])
+            return trajectory_features(keys[a], keys[b],
+                                       min(max(u, 0.0), 1.0),  # the range the network was trained on
+                                       energy, phase - phases[a], phases[b] - phases[a])
 
-        rows, conds = [], []
-        cond_cache: dict[int, torch.Tensor] = {}
-        for i, (a, b, u) in enumerate(zip(a_of.tolist(), b_of.tolist(), u_of.tolist(), strict=True)):
-            rows.append(features(a, b, u, float(plan.beat_energy[i]), float(plan.beat_phase[i])))
-            if a not in cond_cache:
-                cond_cache[a] = self._interval_condition(plan, keyframes[b])
-            conds.append(cond_cache[a])
-        # The same network at both ends of every interval used: what it adds at the keyframes.
-        intervals = sorted(cond_cache)
-        for a in intervals:
-            b = min(a + 1, n - 1)
-            for k in (a, b):
-                cue = plan.cue_at(keyframes[k].t)
-                rows.append(features(a, b, float(times[k] - times[a]), cue.beat_energy,
-                                     cue.beat_phase))
+        # The correction is for what the law of motion has no form for (a dancing subject's
+        # hops on the beat). What the fitted law keeps still (a resting subject's place, a
+        # spinning one's size) stays still between keyframes, and what it moves (an orbit, a
+        # bounce, a pulse, a resting subject's slow breathing) follows the physical path
+        # through the keyframes' own motion: a correction there changed its slope at every
+        # keyframe (a kink once a second on calm prompts). Without any, the network is skipped.
+        law = model.law
+        free = (1.0 - law.still.numpy()) * (1.0 - law.moves.numpy() if CORRECT_ONLY_FREE else 1.0)
+        classes = {i: motion_class(plan.cue_at(keyframes[i].t).prompt) for i in set(b_of.tolist())}
+        mask = np.stack([free[classes[b]] for b in b_of.tolist()]).astype(np.float32)
+        mask[b_of == a_of] = 0.0  # a single keyframe: hold its pose
+        residual = np.zeros((plan.num_frames, 4), np.float32)
+        if mask.any():
+            rows, conds = [], []
+            cond_cache: dict[int, torch.Tensor] = {}
+            for i, (a, b, u) in enumerate(zip(a_of.tolist(), b_of.tolist(), u_of.tolist(), strict=True)):
+                rows.append(features(a, b, u, float(plan.beat_energy[i]), float(plan.beat_phase[i])))
+                if a not in cond_cache:
+                    cond_cache[a] = self._interval_condition(plan, keyframes[b])
                 conds.append(cond_cache[a])
-        with torch.inference_mode():
-            out = model.trajectory(torch.from_numpy(np.stack(rows)), torch.stack(conds)).numpy()
-        out /= np.array(TRAJ_SPREAD, np.float32)
-        residual = out[:plan.num_frames]
-        ends = out[plan.num_frames:].reshape(len(intervals), 2, 4)
-        # Keyframe poses are exact: subtract the straight line between what the network adds at
-        # the interval's two keyframes. The correction's slope survives (unlike fading it out),
-        # so the subject keeps its speed through a keyframe instead of turning along a chord.
-        at = np.searchsorted(intervals, a_of)
-        residual -= (1 - w_of)[:, None] * ends[at, 0] + w_of[:, None] * ends[at, 1]
-        residual[b_of == a_of] = 0.0  # a single keyframe: hold its pose
+            # The same network at both ends of every interval used: what it adds at the keyframes.
+            intervals = sorted(cond_cache)
+            for a in intervals:
+                b = min(a + 1, n - 1)
+                for k in (a, b):
+                    cue = plan.cue_at(keyframes[k].t)
+                    rows.append(features(a, b, float(times[k] - times[a]), cue.beat_energy,
+                                         cue.beat_phase))
+                    conds.append(cond_cache[a])
+            with torch.inference_mode():
+                out = model.trajectory(torch.from_numpy(np.stack(rows)), torch.stack(conds)).numpy()
+            out /= np.array(TRAJ_SPREAD, np.float32)
+            ends = out[plan.num_frames:].reshape(len(intervals), 2, 4)
+            # Keyframe poses are exact: subtract the straight line between what the network adds
+            # at the interval's two keyframes. The correction's slope survives (unlike fading it
+            # out), so the subject keeps its speed through a keyframe instead of turning along a
+            # chord.
+            at = np.searchsorted(intervals, a_of)
+            residual = out[:plan.num_frames] - (1 - w_of)[:, None] * ends[at, 0] - w_of[:, None] * ends[at, 1]
+            residual *= mask
+
+        # The physical path between keyframes (trajectory.py), the network's correction on top.
+        single = b_of == a_of
+        path = physical_path(keys[a_of], keys[b_of], np.where(single, 0.0, u_of),
+                             np.where(single, 1.0, span)) + residual
 
         frames = np.empty((plan.num_frames, height, width, 3), np.uint8)
-        for i, (a, b, u, w) in enumerate(zip(a_of.tolist(), b_of.tolist(), u_of.tolist(),
-                                             w_of.tolist(), strict=True)):
-            base = trajectory_baseline(poses[a], poses[b], u)
-            r = residual[i]
-            pose = Pose(base[0] + r[0], base[1] + r[1], max(base[2] + r[2], 0.2), base[3] + r[3])
+        for i, (a, b, w) in enumerate(zip(a_of.tolist(), b_of.tolist(), w_of.tolist(), strict=True)):
+            x, y, scale, angle = path[i].tolist()
+            pose = Pose(x, y, max(scale, 0.2), angle)
             if w == 0.0 or owner[a] == owner[b]:
                 bg, layer = held[a], layers[a]  # paste draws on a copy
             else:
