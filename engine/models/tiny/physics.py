@@ -202,15 +202,10 @@ class MotionLaw(nn.Module):
             free = (self.moves[motion, c] > 0) & (omega > 0) & ~_OWN_SIZE[motion, c]
             if not bool(free.any()):
                 continue
-            w = omega.clamp(min=1e-3)
-            centre, size = self.swing[motion, c, 0], self.swing[motion, c, 1]
-            dc, vc = out[:, c] - centre, out[:, v + c]
-            amplitude = torch.sqrt(dc * dc + (vc / w) ** 2)
-            phase = torch.atan2(-vc / w, dc)
-            goal = size + (amplitude - size) * keep
-            out[:, c] = torch.where(free, centre + goal * torch.cos(phase), out[:, c])
-            out[:, v + c] = torch.where(free, -goal * w * torch.sin(phase), out[:, v + c])
-            out[:, v + 4 + c] = torch.where(free, -(w ** 2) * goal * torch.cos(phase), out[:, v + 4 + c])
+            moved = _relaxed_oscillation(out[:, c], out[:, v + c], omega.clamp(min=1e-3),
+                                         self.swing[motion, c, 0], self.swing[motion, c, 1], keep)
+            for col, value in zip((c, v + c, v + 4 + c), moved, strict=True):
+                out[:, col] = torch.where(free, value, out[:, col])
         return out
 
     def settle(self, key: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
@@ -295,15 +290,11 @@ class MotionLaw(nn.Module):
             rows = torch.zeros_like(motion, dtype=torch.bool)
             for k in classes:
                 rows |= motion == k
-            omega = self.omega[classes[0], c].clamp(min=1e-3)
             centre, size = self.oscillation[row]
-            dc, vc = out[:, c] - centre, out[:, v + c]
-            amplitude = torch.sqrt(dc * dc + (vc / omega) ** 2)
-            phase = torch.atan2(-vc / omega, dc)
-            goal = relax(amplitude, size)
-            out[rows, c] = (centre + goal * torch.cos(phase))[rows]
-            out[rows, v + c] = (-goal * omega * torch.sin(phase))[rows]
-            out[rows, v + 4 + c] = (-(omega ** 2) * goal * torch.cos(phase))[rows]
+            moved = _relaxed_oscillation(out[:, c], out[:, v + c],
+                                         self.omega[classes[0], c].clamp(min=1e-3), centre, size, keep)
+            for col, value in zip((c, v + c, v + 4 + c), moved, strict=True):
+                out[rows, col] = value[rows]
         # Where a subject that stays in place stays: resting at its height, spinning and
         # pulsing inside the fitted box.
         if _REST in present:
@@ -315,6 +306,20 @@ class MotionLaw(nn.Module):
                 lo, hi = self.centre_box[c]
                 out[mid, c] = relax(out[:, c], torch.minimum(torch.maximum(out[:, c], lo), hi))[mid]
         return out
+
+
+def _relaxed_oscillation(position: torch.Tensor, velocity: torch.Tensor, omega: torch.Tensor,
+                         centre: torch.Tensor, size: torch.Tensor, keep: torch.Tensor | float
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A harmonic coordinate about `centre` at `omega` with its amplitude relaxed towards
+    `size` (`keep`: the share of the difference kept), phase kept: position, velocity and
+    acceleration."""
+    offset = position - centre
+    amplitude = torch.sqrt(offset * offset + (velocity / omega) ** 2)
+    phase = torch.atan2(-velocity / omega, offset)
+    goal = size + (amplitude - size) * keep
+    return (centre + goal * torch.cos(phase), -goal * omega * torch.sin(phase),
+            -(omega ** 2) * goal * torch.cos(phase))
 
 
 def _held(key: torch.Tensor) -> torch.Tensor:
