@@ -207,6 +207,46 @@ def long_clips(models: list[str], minutes: float, fps: int = 5) -> None:
         print(f"{key:<34}" + "".join(f"{np.mean(v):>{width}.3f}" for v in values))
 
 
+def drift_wraps(models: list[str], clips_per_direction: int) -> None:
+    """Wrap-arounds in many 10-second drifting clips. A model draws its own starting places,
+    so clip by clip its wraps and the world's are independent draws; `lvp eval`'s dozen
+    drifting clips see a handful of wraps on each side, too few to tell a model that starts
+    its subjects in the wrong places from chance. Here: enough clips for that, each judged
+    from its frames as `lvp eval` judges them, beside the world's own clip of the same seed."""
+    from engine.prompt import HELD_OUT_PAIRS, parse_prompt
+    from evaluation.evaluate import Run, eval_spec
+    from evaluation.motion import judge_against_world
+
+    backdrops = ("night", "meadow", "day", "ocean", "sunset")
+    clips = []
+    for n in range(clips_per_direction):
+        color, shape = HELD_OUT_PAIRS[n % len(HELD_OUT_PAIRS)]
+        for way in ("left", "right"):
+            clips.append((f"a {color} {shape} drifting {way} on a {backdrops[n % len(backdrops)]} background",
+                          40000 + n))
+    print(f"\nPart 4: wrap-arounds in {len(clips)} drifting clips of 10 s (seeds from 40000)\n")
+    width = 14
+    print(f"{'model':<12}{'wraps':>{width}}{'world':>{width}}{'error':>{width}}"
+          f"{'clips w/ wrap':>{width}}{'world':>{width}}{'seconds':>{width}}")
+    for name in models:
+        backend = _backend(name)
+        start = time.perf_counter()
+        judged, world = [], []
+        for prompt, seed in clips:
+            run = Run(eval_spec(prompt, 10.0, backend.name, seed), backend)
+            try:
+                frames = run.stitched()
+            finally:
+                run.close()
+            result = judge_against_world(frames, prompt, parse_prompt(prompt), seed, run.timeline.spec.fps)
+            judged.append(result.judged.drift_wraps)
+            world.append(result.world.drift_wraps)
+        error = abs(sum(judged) / sum(world) - 1.0) if sum(world) else float("nan")
+        print(f"{name:<12}{sum(judged):>{width}}{sum(world):>{width}}{error:>{width}.3f}"
+              f"{np.mean(np.array(judged) > 0):>{width}.3f}{np.mean(np.array(world) > 0):>{width}.3f}"
+              f"{time.perf_counter() - start:>{width}.0f}", flush=True)
+
+
 def _window(track: motion.Track, a: int, b: int) -> motion.Track:
     return motion.Track(*(getattr(track, f.name)[a:b] for f in fields(motion.Track)))
 
@@ -229,7 +269,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="torch threads for the models (default: all cores, as lvp eval)")
     parser.add_argument("--minutes", type=float, default=2.0,
                         help="length of part 3's orbiting and drifting clips (default 2)")
-    parser.add_argument("--parts", default="1,2,3", help="which parts to run (default 1,2,3)")
+    parser.add_argument("--parts", default="1,2,3",
+                        help="which parts to run (default 1,2,3; 4: wrap-arounds over many drifting clips)")
+    parser.add_argument("--drift-clips", type=int, default=60,
+                        help="part 4's clips per drift direction (default 60)")
     parser.add_argument("--weights", type=Path, help="tiny weights file (default: the bundled one)")
     args = parser.parse_args(argv)
     global TINY_WEIGHTS
@@ -238,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     if "1" in parts:
         print_world(args.clips)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    if models and parts & {"2", "3"}:
+    if models and parts & {"2", "3", "4"}:
         import torch
 
         torch.set_num_threads(args.threads)
@@ -246,6 +289,8 @@ def main(argv: list[str] | None = None) -> None:
             model_table(models, args.quick)
         if "3" in parts:
             long_clips([m for m in models if m != "procedural"] or models, args.minutes)
+        if "4" in parts:
+            drift_wraps(models, args.drift_clips)
 
 
 if __name__ == "__main__":

@@ -495,6 +495,58 @@ def test_the_motion_law_restores_what_defines_a_motion(fitted):
     assert abs(drift[5] - np.median(world("a blue circle drifting left")[:, 5])) < 0.01
 
 
+def test_a_shots_first_key_takes_a_held_size_and_any_place_on_a_wrap(fitted):
+    """A first key drawn at the wrong size for a motion whose size the world holds (spinning,
+    bouncing, drifting, orbiting) is put on the world's size; a drifting one is placed along
+    the whole wrap-around, edges included; other coordinates and classes are left alone."""
+    from engine.models.tiny.physics import motion_class
+
+    drawn = torch.tensor([[0.5, 0.5, 0.4, 1.0, 0.0, *[0.0] * 8]])
+    for prompt in ("a red star spinning", "a red circle bouncing", "a blue star orbiting",
+                   "a cyan star drifting right"):
+        world_size = float(np.median(np.stack(list(_world_keys(prompt, 4, 10).values()))[:, 2]))
+        settled = fitted.settle(drawn, torch.tensor([motion_class(prompt)]))
+        assert abs(float(settled[0, 2]) - world_size) < 0.02, prompt
+    pulse = fitted.settle(drawn, torch.tensor([motion_class("a red star pulsing")]))
+    assert float(pulse[0, 2]) != 1.0  # a pulse's size is its phase: not pinned
+
+    low, span = fitted.wrap.tolist()
+    drift, spin = motion_class("a cyan star drifting left"), motion_class("a red star spinning")
+    ends = fitted.place_on_wrap(drawn.expand(3, -1), torch.tensor([drift, drift, spin]),
+                                torch.tensor([0.0, 1.0, 0.0]))
+    assert ends[0, 0] == pytest.approx(low) and ends[1, 0] == pytest.approx(low + span)
+    assert torch.equal(ends[2], drawn[0]) and torch.equal(ends[:, 1:], drawn.expand(3, -1)[:, 1:])
+
+
+@pytest.mark.shipped_model
+def test_shipped_model_starts_its_shots_where_and_as_large_as_the_world_does():
+    """First keyframes over many seeds: subjects whose size the world holds at that size
+    (a star a third of it could not be read as a star), and drifting ones spread along the
+    whole wrap-around as the world's are (a shot that starts near the edge it drifts to
+    leaves and comes back within seconds)."""
+    from engine.models.base import MemoryView
+    from engine.models.tiny.pipeline import TinyKeyframeModel
+    from engine.timeline import KeyframePlan
+
+    model = TinyKeyframeModel(WEIGHTS)
+
+    def first(prompt: str, seed: int):
+        return model.next_keyframe(KeyframePlan(0, 0.0, prompt, 0.0, 0.0, seed, (64, 64), False),
+                                   [], MemoryView()).state
+
+    for prompt in ("a red star spinning on a night background", "a red circle bouncing on a night background",
+                   "a blue star orbiting in the ocean"):
+        sizes = [first(prompt, seed).scale for seed in range(8)]
+        assert max(abs(s - 1.0) for s in sizes) < 0.05, (prompt, sizes)
+    prompt = "a cyan star drifting left on a sunset background"
+    low, span = model.model.law.wrap.tolist()
+    along = np.array([(first(prompt, seed).x - low) / span for seed in range(60)])
+    world = np.array([(subject_state(parse_prompt(prompt), 0.0, seed).x - low) / span for seed in range(60)])
+    assert along.min() >= 0.0 and along.max() <= 1.0
+    for share in (0.2, 0.5, 0.8):  # as many near either edge as the world has
+        assert abs(np.mean(along < share) - np.mean(world < share)) < 0.15, share
+
+
 def test_the_model_reads_no_world_constants():
     """The bundled model learns its motion from the world's clips: nothing under
     engine/models/tiny imports the world simulator."""

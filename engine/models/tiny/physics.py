@@ -212,10 +212,29 @@ class MotionLaw(nn.Module):
         """A shot's first key [B, KEY_DIM], drawn without a history, put on its motion's own
         size (phase kept): an orbit's first pose on the ring, not inside the disc the pose
         prior draws from; a bounce's energy, a drift's speed, a spin's rate, a pulse's
-        amplitude, and where a subject that stays in place stays."""
+        amplitude, the size of a subject whose size the world holds, and where a subject that
+        stays in place stays."""
         if not bool(self.fitted.item()):
             return key
-        return self._size_laws(key, key, motion, 0.0, keep=0.0)
+        out = self._size_laws(key, key, motion, 0.0, keep=0.0)
+        # A size the world holds still is one size (its fitted centre), not a seed's draw: the
+        # pose prior's spread left some shots' subjects at under half of it, too small to read.
+        held = self.still[motion, 2] > 0
+        out[:, 2] = torch.where(held, self.swing[motion, 2, 0], out[:, 2])
+        return out
+
+    def place_on_wrap(self, key: torch.Tensor, motion: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+        """A drifting shot's first key [B, KEY_DIM] at `uniform` [B] (in [0, 1]) of the way
+        along the wrap-around span; other classes' keys unchanged. A wrap-around has no
+        preferred point, so a shot seen from a random moment is as likely to start anywhere
+        on it, the edges included. The pose prior's own draw is thinner near the edges, where
+        a 10-second shot would leave and come back (measured: fewer wrap-arounds than the world's)."""
+        if not bool(self.fitted.item()):
+            return key
+        drift = (motion == _DRIFT[0]) | (motion == _DRIFT[1])
+        out = key.clone()
+        out[:, 0] = torch.where(drift, self.wrap[0] + self.wrap[1] * uniform.clamp(0.0, 1.0), key[:, 0])
+        return out
 
     def _ballistic(self, y: torch.Tensor, v: torch.Tensor, dt: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Free fall under the gravity with an elastic floor (at most two impacts per step)."""
