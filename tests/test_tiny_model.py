@@ -497,8 +497,9 @@ def test_the_motion_law_restores_what_defines_a_motion(fitted):
 
 def test_a_shots_first_key_takes_a_held_size_and_any_place_on_a_wrap(fitted):
     """A first key drawn at the wrong size for a motion whose size the world holds (spinning,
-    bouncing, drifting, orbiting) is put on the world's size; a drifting one is placed along
-    the whole wrap-around, edges included; other coordinates and classes are left alone."""
+    bouncing, drifting, orbiting) is put on the world's size, and a later one relaxes to it; a
+    drifting one is placed along the whole wrap-around, edges included; other coordinates and
+    classes are left alone."""
     from engine.models.tiny.physics import motion_class
 
     drawn = torch.tensor([[0.5, 0.5, 0.4, 1.0, 0.0, *[0.0] * 8]])
@@ -509,6 +510,12 @@ def test_a_shots_first_key_takes_a_held_size_and_any_place_on_a_wrap(fitted):
         assert abs(float(settled[0, 2]) - world_size) < 0.02, prompt
     pulse = fitted.settle(drawn, torch.tensor([motion_class("a red star pulsing")]))
     assert float(pulse[0, 2]) != 1.0  # a pulse's size is its phase: not pinned
+    # After a prompt change (a pulse left the subject larger), the new motion's size comes back.
+    key, spin = drawn.clone(), torch.tensor([motion_class("a red star spinning")])
+    key[0, 2] = 1.3
+    for _ in range(6):
+        key = fitted.extrapolate(key, spin)
+    assert abs(float(key[0, 2]) - 1.0) < 0.05
 
     low, span = fitted.wrap.tolist()
     drift, spin = motion_class("a cyan star drifting left"), motion_class("a red star spinning")

@@ -216,12 +216,7 @@ class MotionLaw(nn.Module):
         stays in place stays."""
         if not bool(self.fitted.item()):
             return key
-        out = self._size_laws(key, key, motion, 0.0, keep=0.0)
-        # A size the world holds still is one size (its fitted centre), not a seed's draw: the
-        # pose prior's spread left some shots' subjects at under half of it, too small to read.
-        held = self.still[motion, 2] > 0
-        out[:, 2] = torch.where(held, self.swing[motion, 2, 0], out[:, 2])
-        return out
+        return self._size_laws(key, key, motion, 0.0, keep=0.0)
 
     def place_on_wrap(self, key: torch.Tensor, motion: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
         """A drifting shot's first key [B, KEY_DIM] at `uniform` [B] (in [0, 1]) of the way
@@ -314,6 +309,11 @@ class MotionLaw(nn.Module):
                                          self.omega[classes[0], c].clamp(min=1e-3), centre, size, keep)
             for col, value in zip((c, v + c, v + 4 + c), moved, strict=True):
                 out[rows, col] = value[rows]
+        # A size the world holds still is one size (its fitted centre), not the pose prior's
+        # draw (which left some subjects at under half of it, too small to read) nor what the
+        # shot before a prompt change left (a pulse's size at that instant).
+        held = self.still[motion, 2] > 0
+        out[:, 2] = torch.where(held, relax(out[:, 2], self.swing[motion, 2, 0]), out[:, 2])
         # Where a subject that stays in place stays: resting at its height, spinning and
         # pulsing inside the fitted box.
         if _REST in present:
