@@ -91,6 +91,8 @@ CANDIDATES: dict[str, dict[str, str] | None] = {
     "ipratio 3 + qcomp 0": _with("ipratio=3:qcomp=0"),
     # The setting before the catch-up frames at the end of each GOP (stitcher.sinks).
     "ipratio 10": _with("ipratio=10"),
+    # The settings before finer chroma and 4x4 transforms only (stitcher.sinks).
+    "catch-up 8x8": {"current-": ":chroma-qp-offset=-6:8x8dct=0"},
     "current": None,
     # Reference only: no IDR after the first, so MP4 fragments and HLS segments could not
     # start at one; shows what spreading the intra refresh over the GOP does.
@@ -139,6 +141,11 @@ def render_frames(model: str, preset: str, prompt: str, seconds: float, backends
 def options_function(template: dict[str, str] | None) -> Callable[[int, str, int], dict[str, str]]:
     if template is None:
         return CURRENT_OPTIONS
+    if "current-" in template:  # the code's own options less some x264 params
+        def reduced(crf: int, preset: str, keyint: int, gop_frames: int | None = None) -> dict[str, str]:
+            options = CURRENT_OPTIONS(crf, preset, keyint, gop_frames)
+            return {**options, "x264-params": options["x264-params"].replace(template["current-"], "")}
+        return reduced
     return lambda crf, preset, keyint, gop_frames=None: {
         k: v.format(crf=crf, preset=preset, keyint=keyint) for k, v in template.items()}
 
