@@ -469,9 +469,10 @@ def passes(metric: str, value: float) -> bool | None:
 
 def table(results: list[dict]) -> str:
     models = [r["model"] for r in results]
-    lines = [f"{'metric':<30}" + "".join(f"{m:>14}" for m in models) + f"{'target':>12}"]
+    width = max(len(metric) for metric in TARGETS) + 1
+    lines = [f"{'metric':<{width}}" + "".join(f"{m:>14}" for m in models) + f"{'target':>12}"]
     for metric, (op, bound) in TARGETS.items():
-        row = f"{metric:<30}"
+        row = f"{metric:<{width}}"
         for r in results:
             value = r.get(metric)
             ok = passes(metric, value) if value is not None else None
