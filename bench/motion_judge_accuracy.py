@@ -111,7 +111,8 @@ def model_table(models: list[str], quick: bool) -> None:
         summaries[name] = motion_fidelity(_backend(name), EvalConfig(quick=quick), kept[name])
         print(f"\n{name}: {len(kept[name])} clips in {time.perf_counter() - start:.0f} s", flush=True)
     print(f"\nPart 2: `lvp eval`'s motion step{' (--quick)' if quick else ''}, per motion "
-          "(medians over the motion's clips; wraps: totals)\n")
+          "(medians over the motion's 10-second clips; wraps: totals, which `lvp eval` does not "
+          "judge: its wrap rows come from longer clips)\n")
     width = 14
     print(f"{'motion':<16}{'measure':<22}" + "".join(f"{m:>{width}}" for m in models) + f"{'world':>{width}}")
     for m in MOTIONS:
@@ -120,13 +121,15 @@ def model_table(models: list[str], quick: bool) -> None:
             cells = "".join(f"{v:>{width}.3f}" for v in values)
             print(f"{m if i == 0 else '':<16}{label:<22}{cells}"
                   + (f"{world:>{width}.3f}" if world is not None else ""))
-    print(f"\n{'metric (lvp eval)':<32}" + "".join(f"{m:>{width}}" for m in models) + f"{'target':>{width}}")
+    name_width = max(len(metric) for metric in TARGETS) + 1
+    print(f"\n{'metric (lvp eval)':<{name_width}}" + "".join(f"{m:>{width}}" for m in models)
+          + f"{'target':>{width}}")
     for metric, (op, bound) in TARGETS.items():
         if metric.startswith("motion_"):
             cells = "".join(f"{summaries[n][metric]:>{width}.3f}" if summaries[n][metric] is not None
                             else f"{'-':>{width}}" for n in models)
             target = f"{op} {bound}" if bound is not None else "reported"
-            print(f"{metric:<32}{cells}{target:>{width}}")
+            print(f"{metric:<{name_width}}{cells}{target:>{width}}")
 
 
 def _motion_rows(m: str, runs: list[list[motion.ClipResult]]) -> list[tuple[str, list[float], float | None]]:
@@ -208,11 +211,13 @@ def long_clips(models: list[str], minutes: float, fps: int = 5) -> None:
 
 
 def drift_wraps(models: list[str], clips_per_direction: int) -> None:
-    """Wrap-arounds in many 10-second drifting clips. A model draws its own starting places,
-    so clip by clip its wraps and the world's are independent draws; `lvp eval`'s dozen
-    drifting clips see a handful of wraps on each side, too few to tell a model that starts
-    its subjects in the wrong places from chance. Here: enough clips for that, each judged
-    from its frames as `lvp eval` judges them, beside the world's own clip of the same seed."""
+    """Where a model starts its drifting subjects, read from many 10-second clips: whether
+    they leave and come back as often as the world's (a shot that starts near the edge it
+    drifts to wraps within seconds). A model draws its own starting places, so clip by clip
+    its wraps and the world's are independent draws; hundreds of clips tell a model that
+    starts its subjects in the wrong places from chance. Each clip is judged from its frames
+    as `lvp eval` judges them, beside the world's own clip of the same seed (every clip its
+    own seed)."""
     from engine.prompt import HELD_OUT_PAIRS, parse_prompt
     from evaluation.evaluate import Run, eval_spec
     from evaluation.motion import judge_against_world
@@ -221,9 +226,9 @@ def drift_wraps(models: list[str], clips_per_direction: int) -> None:
     clips = []
     for n in range(clips_per_direction):
         color, shape = HELD_OUT_PAIRS[n % len(HELD_OUT_PAIRS)]
-        for way in ("left", "right"):
+        for side, way in enumerate(("left", "right")):
             clips.append((f"a {color} {shape} drifting {way} on a {backdrops[n % len(backdrops)]} background",
-                          40000 + n))
+                          40000 + 2 * n + side))
     print(f"\nPart 4: wrap-arounds in {len(clips)} drifting clips of 10 s (seeds from 40000)\n")
     width = 14
     print(f"{'model':<12}{'wraps':>{width}}{'world':>{width}}{'error':>{width}}"

@@ -21,53 +21,118 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import time
 from pathlib import Path
 
 import numpy as np
 
-from engine.prompt import BACKGROUNDS, Scene, parse_prompt
+from engine.prompt import BACKGROUNDS, COLORS, MOTIONS, SHAPES, Scene, parse_prompt
+from engine.schedule import SCHEDULE_LINE
 from engine.world import background, draw_subject, subject_state
 from evaluation import backdrop
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 OWN_MODELS = ("tiny", "procedural")
-_PROMPT = re.compile(r'--prompt "([^"]+)"')
-_MODEL = re.compile(r"--model\s+(\S+)")
-_SCHEDULE_LINE = re.compile(r"^\d{1,2}:\d{2}(?::\d{2})?\s+(.+)$")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_COMMAND_SEPARATORS = {";", "&&", "||", "|", "&"}
+
+
+def _code_blocks(text: str) -> list[list[str]]:
+    """The lines of each fenced code block (``` or ~~~, indented or not)."""
+    blocks: list[list[str]] = []
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if _FENCE.match(line):
+            if current is None:
+                current = []
+            else:
+                blocks.append(current)
+                current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
+def _commands(text: str) -> list[list[str]]:
+    """Shell words of every command in a text: continued lines joined, split at ; && || |."""
+    joined = re.sub(r"\\\n", " ", text)
+    commands: list[list[str]] = []
+    for line in joined.splitlines():
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split, lexer.commenters = True, "#"
+        try:
+            words = list(lexer)
+        except ValueError:  # an unbalanced quote: prose, not a command
+            continue
+        command: list[str] = []
+        for word in [*words, ";"]:
+            if word in _COMMAND_SEPARATORS:
+                if command:
+                    commands.append(command)
+                command = []
+            else:
+                command.append(word)
+    return commands
+
+
+def _option(words: list[str], name: str) -> list[str]:
+    """Every value of `--name VALUE` or `--name=VALUE` in a command's words."""
+    values = []
+    for i, word in enumerate(words):
+        if word == name and i + 1 < len(words):
+            values.append(words[i + 1])
+        elif word.startswith(name + "="):
+            values.append(word[len(name) + 1:])
+    return values
+
+
+def _schedule_lines(block: list[str]) -> list[str]:
+    """The prompts of a block that is a prompt schedule (every non-empty line `[H:]MM:SS text`,
+    as lvp reads them), else none."""
+    lines = [line for line in block if line.strip()]
+    matches = [SCHEDULE_LINE.match(line) for line in lines]
+    if not lines or not all(matches):
+        return []
+    return [m.group(4) for m in matches]
 
 
 def readme_prompts(text: str) -> list[str]:
-    """The prompts the README gives lvp's own models, in order, each once."""
+    """The prompts the README gives lvp's own models, in order, each once: `--prompt` values
+    of commands (in code blocks or inline code) whose `--model` is one of lvp's own or absent,
+    and the lines of its prompt-schedule examples."""
     found: list[str] = []
-    in_code = False
-    for line in text.splitlines():
-        if line.startswith("```"):
-            in_code = not in_code
-            continue
-        model = _MODEL.search(line)
-        if model and model.group(1) not in OWN_MODELS:
+    blocks = _code_blocks(text)
+    inline = re.findall(r"`([^`\n]+)`", text)
+    for command in _commands("\n".join(["\n".join(b) for b in blocks] + inline)):
+        if any(model not in OWN_MODELS for model in _option(command, "--model")):
             continue  # a plug-in's example (its own vocabulary)
-        found += _PROMPT.findall(line)
-        schedule = _SCHEDULE_LINE.match(line.strip()) if in_code else None
-        if schedule:
-            found.append(schedule.group(1))
+        found += _option(command, "--prompt")
+    for block in blocks:
+        found += _schedule_lines(block)
     return list(dict.fromkeys(found))
 
 
 def judge_backdrops_on_world(count: int = 200) -> float:
-    """Share of world pictures (128x128, subject drawn, any motion's pose, seeds apart from
-    the judge's reference) whose backdrop the backdrop judge names right."""
+    """Share of world pictures (128x128, every color, shape and motion's subject drawn at a
+    random moment, seeds apart from the judge's reference) whose backdrop the backdrop judge
+    names right."""
     rng = np.random.default_rng(7)
     hits = []
     for n in range(count):
         name = BACKGROUNDS[n % len(BACKGROUNDS)]
-        scene = Scene("red", "circle", "orbiting", name)
+        scene = Scene(str(rng.choice(list(COLORS))), str(rng.choice(SHAPES)), str(rng.choice(MOTIONS)), name)
         seed = int(rng.integers(1000, 40_000))
         picture = background(name, 128, 128, seed).copy()
         draw_subject(picture, scene, subject_state(scene, float(rng.uniform(0, 30)), seed))
         hits.append(backdrop.classify([picture])[0] == name)
     return float(np.mean(hits))
+
+
+def backdrop_named(names: list[str]) -> str | None:
+    """The backdrop more than half of a clip's pictures show, if one does."""
+    top = max(sorted(set(names)), key=names.count) if names else None
+    return top if top is not None and names.count(top) * 2 > len(names) else None
 
 
 def judge_prompt(backend, judge, prompt: str, seed: int) -> dict:
@@ -84,11 +149,10 @@ def judge_prompt(backend, judge, prompt: str, seed: int) -> dict:
     pictures = list(frames[::fps])
     colors, shapes = judge.classify(pictures)
     named, _ = judge_clip(frames, scene, fps)
-    backdrops = backdrop.classify(pictures)
     result = {"color": float(np.mean([c == scene.color for c in colors])),
               "shape": float(np.mean([s == scene.shape for s in shapes])),
               "motion": named,
-              "backdrop": max(set(backdrops), key=backdrops.count)}
+              "backdrop": backdrop_named(backdrop.classify(pictures)) or "(none)"}
     result["reads"] = (result["color"] >= 0.9 and result["shape"] >= 0.9 and named == scene.motion
                        and result["backdrop"] == scene.background)
     return result

@@ -144,6 +144,8 @@ def options_function(template: dict[str, str] | None) -> Callable[[int, str, int
     if "current-" in template:  # the code's own options less some x264 params
         def reduced(crf: int, preset: str, keyint: int, gop_frames: int | None = None) -> dict[str, str]:
             options = CURRENT_OPTIONS(crf, preset, keyint, gop_frames)
+            if template["current-"] not in options["x264-params"]:
+                raise ValueError(f"{template['current-']!r} is not in the current x264 params")
             return {**options, "x264-params": options["x264-params"].replace(template["current-"], "")}
         return reduced
     return lambda crf, preset, keyint, gop_frames=None: {

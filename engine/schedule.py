@@ -13,7 +13,8 @@ from pathlib import Path
 from engine.errors import InputError
 from engine.prompt import Scene, parse_prompt, prompt_warnings
 
-_LINE = re.compile(r"^\s*(?:(\d+):)?(\d{1,2}):(\d{2}(?:\.\d+)?)\s+(\S.*?)\s*$")
+# One line of a prompt schedule: [H:]MM:SS[.fff] text (the groups: hours, minutes, seconds, text).
+SCHEDULE_LINE = re.compile(r"^\s*(?:(\d+):)?(\d{1,2}):(\d{2}(?:\.\d+)?)\s+(\S.*?)\s*$")
 
 # Bounded input: a schedule is read whole, every prompt is parsed, and prompts travel into
 # reports, the replay memory and terminals, so each of these has a limit.
@@ -213,7 +214,7 @@ def read_schedule(path: Path, require_subject: bool = True) -> PromptSchedule:
         if len(line) > MAX_PROMPT_CHARS + 32:
             raise InputError(f"{where}: the line is {len(line):,} characters long; the limit "
                              f"is {MAX_PROMPT_CHARS:,} characters per prompt")
-        match = _LINE.match(line)
+        match = SCHEDULE_LINE.match(line)
         if not match:
             raise InputError(f"{where}: expected 'MM:SS prompt' or 'HH:MM:SS prompt'")
         hours, minutes, seconds, text = match.groups()

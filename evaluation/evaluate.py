@@ -351,6 +351,9 @@ def _flicker(frames: np.ndarray, fps: int) -> list[float]:
     return out
 
 
+DRIFTING = ("drifting_left", "drifting_right")
+
+
 def motion_fidelity(backend: Backend, cfg: EvalConfig, keep: list | None = None) -> dict:
     """Does the subject move the way its prompt's motion moves in the world?
 
@@ -360,7 +363,9 @@ def motion_fidelity(backend: Backend, cfg: EvalConfig, keep: list | None = None)
     never the model's poses) and measured beside the world's own clip of the same scene, seed
     and beat. Then the bouncing prompts once more to irregular drum hits: the world's bounce
     ignores the beat, so the subject's speed should not follow it (`motion_bounce_beat_sync`,
-    a correlation). `keep` (a list) receives every clip's evaluation.motion.ClipResult.
+    a correlation). Wrap-arounds are counted on longer drifting clips (_wrap_clips:
+    `motion_drift_wraps_error`, `motion_drift_wraps_per_minute` and the world's).
+    `keep` (a list) receives the 10-second clips' evaluation.motion.ClipResult.
     """
     from engine.audio_input import beat_envelope
     from evaluation.motion import judge_against_world, measure_error, summarize
@@ -399,12 +404,11 @@ def motion_fidelity(backend: Backend, cfg: EvalConfig, keep: list | None = None)
         keep.extend(results + on_beat)
     return summarize(results) | {
         "motion_bounce_beat_sync": float(np.mean([c.judged.beat_sync for c in on_beat])),
+        # In place of summarize's count on the 10-second clips.
         "motion_drift_wraps_error": measure_error(wraps, DRIFTING, "drift_wraps"),
         "motion_drift_wraps_per_minute": _per_minute([c.judged.drift_wraps for c in wraps], cfg),
         "motion_drift_wraps_per_minute_world": _per_minute([c.world.drift_wraps for c in wraps], cfg)}
 
-
-DRIFTING = ("drifting_left", "drifting_right")
 
 
 def _wrap_seconds(cfg: EvalConfig) -> float:
@@ -415,19 +419,19 @@ def _per_minute(counts: list[int], cfg: EvalConfig) -> float:
     return float(sum(counts) / (len(counts) * _wrap_seconds(cfg) / 60.0))
 
 
-def _wrap_clips(backend: Backend, cfg: EvalConfig, first_seed: int) -> list:
+def _wrap_clips(backend: Backend, cfg: EvalConfig, seed_offset: int) -> list:
     """Drifting clips long enough to count wrap-arounds. In 10 seconds a drifting subject
     leaves and comes back in about one clip of four, depending on where it starts (the
     model's own draw, independent of the world's for the same seed), so a dozen such clips'
-    count is mostly chance; in 90 seconds every subject comes round two or three times, and
-    the count measures how it wraps, not where it started."""
+    count is mostly chance. In 90 seconds every subject comes round about four times, and
+    where it started moves a clip's count by one at most."""
     from evaluation.motion import judge_against_world
 
     clips = []
     for color, shape in HELD_OUT_PAIRS:
         for way in ("left", "right"):
             prompt = f"a {color} {shape} drifting {way} on a night background"
-            seed = cfg.seed + first_seed + len(clips)
+            seed = cfg.seed + seed_offset + len(clips)
             run = Run(eval_spec(prompt, _wrap_seconds(cfg), backend.name, seed), backend)
             try:
                 frames = run.stitched()

@@ -151,5 +151,5 @@ def test_oracle_meets_the_motion_targets_through_the_render_loop():
         assert value is None or value <= 0.1, (name, value)
     assert abs(result["motion_bounce_beat_sync"]) < 0.2  # the world's bounce ignores the beat
     # Wrap-arounds are counted on longer drifting clips: every subject comes round.
-    world_rate = result["motion_drift_wraps_per_minute_world"]
-    assert world_rate > 1.5 and abs(result["motion_drift_wraps_per_minute"] / world_rate - 1) <= 0.1
+    assert result["motion_drift_wraps_per_minute_world"] > 1.5
+    assert result["motion_drift_wraps_error"] is not None  # (<= 0.1 above)

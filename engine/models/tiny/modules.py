@@ -417,7 +417,8 @@ def sample_pose(model: TinyVideoModel, noise: torch.Tensor, cond: torch.Tensor,
     first = gain[:, 0] == 1.0
     if first.any():
         pose = torch.where(first[:, None], model.law.settle(pose, motion), pose)
-        # Where a drifting subject starts: the x noise's own quantile, spread evenly along the wrap.
+        # Where a drifting subject starts: the x noise's own quantile, spread evenly along the
+        # wrap (even only while a first key's noise is standard normal, as every caller draws it).
         along = 0.5 * (1.0 + torch.erf(noise[:, 0] / math.sqrt(2.0)))
         pose = torch.where(first[:, None], model.law.place_on_wrap(pose, motion, along), pose)
     pose = model.law.tidy(pose, motion, first)
