@@ -222,8 +222,7 @@ class MotionLaw(nn.Module):
         """A drifting shot's first key [B, KEY_DIM] at `uniform` [B] (in [0, 1]) of the way
         along the wrap-around span; other classes' keys unchanged. A wrap-around has no
         preferred point, so a shot seen from a random moment is as likely to start anywhere
-        on it, the edges included. The pose prior's own draw is thinner near the edges, where
-        a 10-second shot would leave and come back (measured: fewer wrap-arounds than the world's)."""
+        on it, the edges included (the pose prior's own draw is a little thinner there)."""
         if not bool(self.fitted.item()):
             return key
         drift = (motion == _DRIFT[0]) | (motion == _DRIFT[1])
