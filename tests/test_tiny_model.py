@@ -254,6 +254,24 @@ def test_shipped_weights_match_their_manifest():
 
 
 @pytest.mark.shipped_model
+def test_weights_from_before_a_law_field_load_with_its_generic_value(tmp_path):
+    """A weights file written before a field of the law of motion existed (a user's older
+    training run) still loads; the missing field keeps its generic starting value."""
+    from safetensors.torch import load_file, save_file
+
+    from engine.models.tiny.physics import MotionLaw
+    from engine.models.tiny.pipeline import load_model
+
+    state = load_file(str(WEIGHTS))
+    del state["law.held_angle"]
+    older = tmp_path / "older.safetensors"
+    save_file(state, str(older))
+    model = load_model(older)
+    assert torch.equal(model.law.held_angle, MotionLaw().held_angle)
+    assert torch.equal(model.law.gravity, load_model(WEIGHTS).law.gravity)
+
+
+@pytest.mark.shipped_model
 def test_shipped_weights_carry_the_law_training_fitted(fitted):
     """The shipped law of motion is the one `lvp train` fits to the world's clips (same
     seed, same numbers; float16 in the file)."""
@@ -508,6 +526,12 @@ def test_a_shots_first_key_takes_a_held_size_and_any_place_on_a_wrap(fitted):
         world_size = float(np.median(np.stack(list(_world_keys(prompt, 4, 10).values()))[:, 2]))
         settled = fitted.settle(drawn, torch.tensor([motion_class(prompt)]))
         assert abs(float(settled[0, 2]) - world_size) < 0.02, prompt
+    # The angle it holds, where the world holds one (the sprite upright for these prompts).
+    for prompt in ("a red star bouncing", "a white square resting", "a cyan star drifting right"):
+        tilted = drawn.clone()
+        tilted[0, 3:5] = torch.tensor([math.cos(0.8), math.sin(0.8)])
+        upright = fitted.settle(tilted, torch.tensor([motion_class(prompt)]))
+        assert torch.allclose(upright[0, 3:5], fitted.held_angle[motion_class(prompt)], atol=1e-5), prompt
     # A pulse's size is its phase: put on the fitted amplitude about the centre, not pinned.
     pulse = fitted.settle(drawn, torch.tensor([motion_class("a red star pulsing")]))
     centre, amplitude = fitted.oscillation[0].tolist()  # OSCILLATIONS[0]: the pulse's size
@@ -547,6 +571,11 @@ def test_shipped_model_starts_its_shots_where_and_as_large_as_the_world_does():
                    "a blue star orbiting in the ocean"):
         sizes = [first(prompt, seed).scale for seed in range(8)]
         assert max(abs(s - 1.0) for s in sizes) < 0.05, (prompt, sizes)
+    for prompt in ("a white square resting in a meadow", "a red star bouncing at night",
+                   "a green triangle pulsing at day", "a cyan star drifting left on a sunset background"):
+        world = subject_state(parse_prompt(prompt), 0.0, 0).angle  # the world holds it still
+        angles = [first(prompt, seed).angle for seed in range(8)]
+        assert max(abs(math.remainder(a - world, 2 * math.pi)) for a in angles) < 0.05, (prompt, angles)
     # The world's starts are even along the wrap-around (a seed's phase): so must the model's be,
     # as many near either edge as in the middle.
     low, span = model.model.law.wrap.tolist()

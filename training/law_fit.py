@@ -21,6 +21,7 @@ plain statistics of the clips' keys:
                   with the fitted angular frequency)
   rest_height     the resting class's median height
   centre_box      the range of a spinning or pulsing subject's position
+  held_angle      per class whose angle stays still, the direction it holds (mean cos, sin)
   box, swing      per class, the range of x and y; centre and amplitude of every harmonic
                   coordinate (for MotionLaw.tidy)
   rate, sweep     per class, the median velocity of x, y, scale and angle; the orbit's sweep
@@ -154,6 +155,13 @@ def fit_law(samples: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         oscillation[row] = [centre, amplitude]
 
     rest_height = float(np.median(now[MOTIONS.index("resting")][:, 1]))
+    # The angle each class holds where it holds one: the clips' mean direction (unturned
+    # where the angle moves, so the mean says nothing).
+    held_angle = np.tile([1.0, 0.0], (c_count, 1))
+    for c in range(c_count):
+        direction = now[c][:, 3:5].mean(axis=0)
+        if still[c, 3] and np.hypot(*direction) > 0.5:
+            held_angle[c] = direction / np.hypot(*direction)
     mid = np.concatenate([now[MOTIONS.index("spinning")], now[MOTIONS.index("pulsing")]])
     centre_box = np.array([[mid[:, c].min(), mid[:, c].max()] for c in (0, 1)])
     box = np.stack([[[now[c][:, j].min(), now[c][:, j].max()] for j in (0, 1)] for c in range(c_count)])
@@ -173,7 +181,8 @@ def fit_law(samples: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
               "gravity": [gravity], "floor": [floor],
               "bounce_height": [bounce_height], "wrap": [low, span], "drift_speed": drift_speed,
               "orbit": [cx, cy, radius, angular], "spin_rate": [spin_rate],
-              "oscillation": oscillation, "rest_height": [rest_height], "centre_box": centre_box}
+              "oscillation": oscillation, "rest_height": [rest_height], "centre_box": centre_box,
+              "held_angle": held_angle}
     return {k: torch.as_tensor(np.asarray(v, np.float64), dtype=torch.float32) for k, v in values.items()}
 
 

@@ -82,6 +82,7 @@ LAW_FIELDS: dict[str, tuple[tuple[int, ...], float | tuple[float, ...]]] = {
     "spin_rate": ((1,), 0.0),  # rad/s
     "oscillation": ((len(OSCILLATIONS), 2), ((1.0, 0.0), (0.5, 0.0), (0.5, 0.0))),  # centre, amplitude
     "rest_height": ((1,), 0.5),  # where a resting subject sits
+    "held_angle": ((NUM_CLASSES, 2), (1.0, 0.0)),  # cos, sin of the angle a class holds still
     "centre_box": ((2, 2), ((0.0, 1.0), (0.0, 1.0))),  # x and y range of a spinning or pulsing subject
     # Per class: the range of x and y its subject keeps (a shot's first key is put inside), and
     # the centre and amplitude of each harmonic coordinate (x, y, scale).
@@ -212,8 +213,8 @@ class MotionLaw(nn.Module):
         """A shot's first key [B, KEY_DIM], drawn without a history, put on its motion's own
         size (phase kept): an orbit's first pose on the ring, not inside the disc the pose
         prior draws from; a bounce's energy, a drift's speed, a spin's rate, a pulse's
-        amplitude, the size of a subject whose size the world holds, and where a subject that
-        stays in place stays."""
+        amplitude, the size and angle of a subject whose size and angle the world holds, and
+        where a subject that stays in place stays."""
         if not bool(self.fitted.item()):
             return key
         return self._size_laws(key, key, motion, 0.0, keep=0.0)
@@ -313,6 +314,12 @@ class MotionLaw(nn.Module):
         # shot before a prompt change left (a pulse's size at that instant).
         held = self.still[motion, 2] > 0
         out[:, 2] = torch.where(held, relax(out[:, 2], self.swing[motion, 2, 0]), out[:, 2])
+        # Likewise an angle the world holds still (a resting square stands as the world's does,
+        # not as a diamond), turned there on the unit circle.
+        upright = (self.still[motion, 3] > 0)[:, None]
+        turned = relax(out[:, 3:5], self.held_angle[motion])
+        turned = turned / turned.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+        out[:, 3:5] = torch.where(upright, turned, out[:, 3:5])
         # Where a subject that stays in place stays: resting at its height, spinning and
         # pulsing inside the fitted box.
         if _REST in present:

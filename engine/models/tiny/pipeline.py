@@ -81,6 +81,9 @@ def save_random_weights(path: Path, seed: int = 0) -> Path:
 def _load(file: str) -> TinyVideoModel:
     model = TinyVideoModel()
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(file).items()}
+    # Weights trained before a field of the law of motion existed keep its generic value.
+    own = model.state_dict()
+    state |= {k: own[k] for k in own if k.startswith("law.") and k not in state}
     model.load_state_dict(state)
     return model.eval().requires_grad_(False)
 
