@@ -91,8 +91,10 @@ class Sampler:
                     name = process_name(proc)
                     old = by_name.get(name, (0, 0, 0))
                     by_name[name] = (old[0] + mem.rss, old[1] + mem.pss, old[2] + mem.uss)
-            self.samples.append(Sample(time.monotonic() - self._start, len(procs), rss, pss,
-                                       uss, by_name))
+            # The tree can end between listing and reading it: a sample of nothing is not a zero.
+            if by_name:
+                self.samples.append(Sample(time.monotonic() - self._start, len(procs), rss, pss,
+                                           uss, by_name))
             if n % self.sockets_every == 0:
                 self._sockets(procs)
             n += 1
