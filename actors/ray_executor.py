@@ -27,7 +27,7 @@ from stitcher.outputs import OutputConfig, committed_frames
 from stitcher.probe import ProbePlan
 from stitcher.stitch import ResumePoint
 
-# A busy worker that has not answered a ping for this long is given up: its renders go to
+# A worker that has not answered a ping for this long is given up: its renders go to
 # the others (it waits for a node with room to restart on, or it hangs).
 WORKER_TIMEOUT = float(os.environ.get("LVP_WORKER_TIMEOUT", "120"))
 # At the end of a job, how long the workers have to say whether they restarted while idle.
@@ -173,13 +173,13 @@ class RayExecutor(Executor):
         ready, _ = ray.wait(list(handles), num_returns=1, timeout=timeout)
         return ready
 
-    def lost_workers(self, busy: Sequence[int]) -> list[int]:
+    def lost_workers(self, asked: Sequence[int]) -> list[int]:
         """A worker is pinged (on its own thread: a long render does not hold the answer up);
         one whose ping has waited `WORKER_TIMEOUT` s is lost: it died and Ray cannot start it
         again anywhere (its node is gone and no other has room), or it hangs."""
         now = time.monotonic()
         lost = []
-        for worker in busy:
+        for worker in asked:
             ping = self._pings.get(worker)
             if ping is None:
                 self._pings[worker] = (self.segment_actors[worker].ping.remote(), now)

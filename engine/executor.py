@@ -65,9 +65,9 @@ class Executor(ABC):
         node that died before the stitcher read it), not because the stitcher did."""
         return False
 
-    def lost_workers(self, busy: Sequence[int]) -> list[int]:
-        """Of the `busy` workers (with renders outstanding), those that have not answered for
-        too long: dead and not coming back (no node has room to restart them). Never blocks."""
+    def lost_workers(self, asked: Sequence[int]) -> list[int]:
+        """Of the workers `asked` about, those that have not answered for too long: dead and
+        not coming back (no node has room to restart them), or hung. Never blocks."""
         return []
 
     def drop_worker(self, worker: int) -> None:

@@ -18,7 +18,7 @@ from engine.executor import Executor, Handle
 from engine.stats import JobClock, SegmentRendered, StatLogger, StitchResult
 from engine.timeline import SegmentPlan, Timeline
 
-# How often the loop, when nothing finished, asks whether a busy worker is lost.
+# How often the loop, when nothing finished, asks whether a worker is lost.
 HEALTH_CHECK_SECONDS = 5.0
 # A paced (live) loop holding a rendered segment looks this often for room and prompt changes.
 PACE_SECONDS = 0.05
@@ -144,9 +144,9 @@ class _Loop:
             r = self.renders.pop(handle)
             self._submit(r.plan, r.keys, r.after)
         self.load[worker] = 0
+        took = f", which render its {len(moved)} segment(s)" if moved else ""
         self.stats.restarted("segment", f"a segment worker was lost ({why}); the job goes on "
-                                        f"with {len(self.alive)}, which render its {len(moved)} "
-                                        "segment(s)")
+                                        f"with {len(self.alive)}{took}")
 
     def _record(self, k: int, written_through: int) -> None:
         entry = {"frame_start": self.timeline.frame_start(k), "frame_stop": self.timeline.frame_stop(k),
@@ -173,8 +173,9 @@ class _Loop:
             ready = executor.wait([*self.renders, *self.stitches, *self.records],
                                   timeout=HEALTH_CHECK_SECONDS)
             if not ready:
-                busy = sorted({r.worker for r in self.renders.values()})
-                for worker in executor.lost_workers(busy):
+                # Every worker is asked, not only those rendering: a stitch may wait on any of
+                # them (the render it was given lives there, or the overlap blended there).
+                for worker in executor.lost_workers(sorted(self.alive)):
                     self._lose(worker, f"worker {worker} stopped answering")
                 continue
             for handle in ready:

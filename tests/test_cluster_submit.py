@@ -94,11 +94,14 @@ def _wait_port(port: int, host: str = "127.0.0.1", seconds: float = 90) -> None:
     pytest.fail(f"nothing listens on {host}:{port}")
 
 
-@pytest.mark.parametrize("room", [True, False], ids=["room to restart", "no room"])
-def test_losing_a_node_mid_job_leaves_the_video_unchanged(tmp_path, room):
+@pytest.mark.parametrize(("room", "idle"), [(True, False), (False, False), (False, True)],
+                         ids=["room to restart", "no room", "no room, lost while idle"])
+def test_losing_a_node_mid_job_leaves_the_video_unchanged(tmp_path, room, idle):
     """A 2-node cluster on this machine (the second node on 127.0.0.2, each with its own CPUs
     and memory); the second node is killed while it renders a segment actor's share. With room
-    on the head its segment actor restarts there; without, the job goes on with one worker."""
+    on the head its segment actor restarts there; without, the job goes on with one worker.
+    `idle`: the stitcher is stopped first, so the node dies holding renders the stitcher has not
+    read yet while no render is running; the job must still notice the loss."""
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     env.pop("RAY_ADDRESS", None)
     gcs = free_port()
@@ -142,11 +145,19 @@ def test_losing_a_node_mid_job_leaves_the_video_unchanged(tmp_path, room):
         if not on_second:  # SPREAD is Ray's best effort, not a promise
             job.kill()
             pytest.skip("Ray placed no segment actor on the second node this time")
+        stitcher = None
+        if idle:  # the renders in flight finish and wait, unread, on both nodes
+            stitcher = next(p for p in psutil.Process(started[0].pid).children(recursive=True)
+                            if "ray::StitcherActor" in " ".join(p.cmdline()))
+            stitcher.suspend()
+            time.sleep(5)
         # The node is gone: raylet, workers, all (Ray's workers have process groups of
         # their own, so killing the node's group would leave its actors running).
         for proc in [psutil.Process(worker.pid), *psutil.Process(worker.pid).children(recursive=True)]:
             with contextlib.suppress(psutil.NoSuchProcess):
                 proc.kill()
+        if stitcher is not None:
+            stitcher.resume()
         try:
             _, err = job.communicate(timeout=300)
         except subprocess.TimeoutExpired:
