@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterator
 from fractions import Fraction
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import av
 import cv2
@@ -72,7 +73,8 @@ PRESETS = ("default", "draft", "live", "hq")  # "default": `lvp render` without 
 PROBE_SIDE = 64
 
 # x264 settings as option templates ({crf}, {preset}, {keyint} filled in per encode). None
-# stands for the code's own stitcher.sinks._x264_options.
+# stands for the code's own stitcher.sinks._x264_options; {"current-": params} for it less
+# those params, {"current with": keywords} for it called with those keyword arguments.
 # The x264 options before issue 18 (mbtree=0 keeps encodes deterministic, stitcher.sinks).
 PREVIOUS = {"preset": "{preset}", "crf": "{crf}", "x264-params": "keyint={keyint}:scenecut=0:mbtree=0"}
 
@@ -81,7 +83,7 @@ def _with(params: str) -> dict[str, str]:
     return {**PREVIOUS, "x264-params": PREVIOUS["x264-params"] + ":" + params}
 
 
-CANDIDATES: dict[str, dict[str, str] | None] = {
+CANDIDATES: dict[str, dict[str, Any] | None] = {
     "previous": PREVIOUS,
     "ipratio 1.0": _with("ipratio=1.0"),  # I at the P quantiser: "same quality level"
     "ipratio 3": _with("ipratio=3"),
@@ -93,6 +95,8 @@ CANDIDATES: dict[str, dict[str, str] | None] = {
     "ipratio 10": _with("ipratio=10"),
     # The settings before finer chroma and 4x4 transforms only (stitcher.sinks).
     "catch-up 8x8": {"current-": ":chroma-qp-offset=-6:8x8dct=0"},
+    # The settings before the I frame at q0 (stitcher.sinks): I at crf - 20, catch-up at q4.
+    "I at crf-20": {"current with": {"i_frame_at_q0": False, "catch_up_qp_below": 19}},
     "current": None,
     # Reference only: no IDR after the first, so MP4 fragments and HLS segments could not
     # start at one; shows what spreading the intra refresh over the GOP does.
@@ -138,9 +142,13 @@ def render_frames(model: str, preset: str, prompt: str, seconds: float, backends
 # --- encode and decode -----------------------------------------------------------------
 
 
-def options_function(template: dict[str, str] | None) -> Callable[[int, str, int], dict[str, str]]:
+def options_function(template: dict[str, Any] | None) -> Callable[..., dict[str, str]]:
     if template is None:
         return CURRENT_OPTIONS
+    if "current with" in template:  # the code's own options, with other keyword values
+        keywords = template["current with"]
+        return lambda crf, preset, keyint, gop_frames=None: CURRENT_OPTIONS(
+            crf, preset, keyint, gop_frames, **keywords)
     if "current-" in template:  # the code's own options less some x264 params
         def reduced(crf: int, preset: str, keyint: int, gop_frames: int | None = None) -> dict[str, str]:
             options = CURRENT_OPTIONS(crf, preset, keyint, gop_frames)
@@ -623,7 +631,8 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "options": {"seconds": args.seconds, "repeat": args.repeat, "smoke": args.smoke},
         "step_floor": STEP_FLOOR,
-        "settings": {name: CANDIDATES[name] or CURRENT_OPTIONS("{crf}", "{preset}", "{keyint}")
+        # "current": its options for crf 23, veryfast and a GOP of 30 frames
+        "settings": {name: CANDIDATES[name] or CURRENT_OPTIONS(23, "veryfast", 30, 30)
                      for name in names},
         "presets": {},
     }

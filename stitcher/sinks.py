@@ -69,10 +69,13 @@ def _check_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
 
 # The last frames of a GOP are coded this many quantiser steps finer than the crf (below).
 CATCH_UP_FRAMES = 2
-CATCH_UP_QP_BELOW_CRF = 19
+CATCH_UP_QP_BELOW_CRF = 21
+# ipratio=10 puts I frames 6 * log2(10) ~ 20 quantiser steps under the P frames: x264's cap.
+IP_QP_OFFSET = 20
 
 
-def _x264_options(crf: int, preset: str, keyint: int, gop_frames: int | None = None
+def _x264_options(crf: int, preset: str, keyint: int, gop_frames: int | None = None,
+                  i_frame_at_q0: bool = True, catch_up_qp_below: int = CATCH_UP_QP_BELOW_CRF
                   ) -> dict[str, str]:
     """x264 settings for every sink; `gop_frames`: how many frames this encoder gets before
     the next IDR (a fresh encoder), when known. An IDR frame re-encodes the whole picture, and whatever
@@ -87,38 +90,56 @@ def _x264_options(crf: int, preset: str, keyint: int, gop_frames: int | None = N
       thread too), so a resumed or retried GOP would not match. Without it every encode of
       the same frames is the same bytes.
     - ipratio=10 (x264: 1.4): I frames about 20 quantiser steps finer than the crf's P
-      frames, so near the source (x264 clamps them at its finest quantiser). Every GOP has
-      its own encoder, so each starts from an I frame; a fine one leaves the P frames little
-      coding noise to hold that the next IDR would replace. Procedural calm clips, IDR step
-      ratio of the resting one (moving ones): default 7.3 -> 3.1 (1.2-1.7 -> 1.0-1.04),
-      draft 7.3 -> 4.3, live 9.5 -> 2.4, hq 6.0 -> 1.7; tiny 1.9-6.5 from 2.3-6.6. Bits,
-      not speed: files up to 45% larger on procedural clips, 2.4x on tiny's grain; encode
-      CPU 0.87x the previous settings (paired, default preset).
+      frames, so near the source. Every GOP has its own encoder, so each starts from an I
+      frame; a fine one leaves the P frames little coding noise to hold that the next IDR
+      would replace. Procedural calm clips, IDR step ratio of the resting one (moving ones):
+      default 7.3 -> 3.1 (1.2-1.7 -> 1.0-1.04), draft 7.3 -> 4.3, live 9.5 -> 2.4, hq 6.0 ->
+      1.7; tiny 1.9-6.5 from 2.3-6.6. Bits, not speed: files up to 45% larger on procedural
+      clips, 2.4x on tiny's grain; encode CPU 0.87x the previous settings (paired, default).
     - Catch-up before the IDR: a resting subject's edges change by a fraction of a level per
       frame; P frames at the crf's quantiser skip that, and the IDR caught it all up at
-      once. The last CATCH_UP_FRAMES frames of a GOP get a fixed quantiser 19 steps under
-      the crf (q4 at the default crf 23): they catch the change up a little ahead, so the
-      IDR finds little left. With aq-mode=0 (adaptive quantisation coarsened the subject's
-      edges, where the change is). Default preset, procedural calm clips, IDR step ratio
-      (the worst step at any position of the GOP over the median step, the same here: the
-      jump is not moved to the frames before): resting 3.06 -> 1.33, spinning / pulsing /
+      once. The last CATCH_UP_FRAMES frames of a GOP get a fixed quantiser
+      CATCH_UP_QP_BELOW_CRF steps under the crf (q2 at the default crf 23; q4 in the figures
+      here): they catch the change up a little ahead, so the IDR finds little left. With
+      aq-mode=0 (adaptive quantisation coarsened the subject's edges, where the change is).
+      Default preset, procedural calm clips, IDR step ratio (the worst step at any position
+      of the GOP over the median step, the same here: the jump is not moved to the frames
+      before): resting 3.06 -> 1.33, spinning / pulsing /
       orbiting 1.00-1.12 -> 1.03-1.06; tiny resting 2.46 -> 1.55, pulsing 2.53 -> 1.62.
       Bits: +10% to +30% (more where the picture moves); encode speed unchanged.
-    - chroma-qp-offset=-6, 8x8dct=0: even at its finest quantiser an I frame re-codes a
+    - chroma-qp-offset=-6, 8x8dct=0: even at a fine quantiser an I frame re-codes a
       textured subject with its own noise, which the P frames before it did not have; finer
-      chroma and 4x4 transforms only bring the two nearer. IDR step ratio (default preset,
+      chroma and 4x4 transforms bring the two nearer. IDR step ratio (default preset,
       resting): tiny 2.92 -> 2.29, procedural 1.35 -> 1.15; draft 4.94 / 3.48 -> 3.28 / 2.64.
       Bits +6% to +21%.
+    - The I frame at q0, x264's finest quantiser (`i_frame_at_q0`): where ipratio's 20 steps
+      leave it coarser (crf above 20: q3 at the default crf 23, q8 at draft's 28), the encode
+      runs at a crf that many steps lower and a zone gives the P frames back their bitrate
+      (b=2^(-steps/6): their packets are the same size within 2%), so only the I frame and
+      the catch-up change. With deadzone-intra=0 (x264 rounds small intra coefficients to
+      zero, more noise in the textured subject) and the catch-up at q2 rather than q4 (it
+      lands on the source; the I frame's remaining noise is then the whole jump). IDR step
+      ratio, resting, tiny / procedural: default 2.31 -> 1.85 / 1.13 -> 0.98, draft 3.49 ->
+      1.89 / 2.45 -> 1.65. Bits: +15% to +19% (default), +20% to +42% (draft).
     Not used, measured: ipratio=3 (resting 7.0), qcomp 0-0.2 (no gain once every GOP has its
-    own encoder), no-fast-pskip/no-dct-decimate, deadzones, deblock, psy-rd; periodic intra
-    refresh (HLS segments must start with an IDR); a longer or gradual catch-up (moving
-    clips then jump where it starts), a single catch-up frame (the jump moves onto it).
+    own encoder), no-fast-pskip/no-dct-decimate, inter deadzones, deblock, psy-rd, trellis;
+    periodic intra refresh (HLS segments must start with an IDR); a longer or gradual
+    catch-up (moving clips then jump where it starts), a single catch-up frame (the jump
+    moves onto it); a zone on the I frame itself (x264 does not apply it there).
     """
     params = f"keyint={keyint}:scenecut=0:mbtree=0:ipratio=10:aq-mode=0:chroma-qp-offset=-6:8x8dct=0"
+    finer = max(0, crf - IP_QP_OFFSET) if i_frame_at_q0 else 0
+    zones = []
     if gop_frames is not None and gop_frames > CATCH_UP_FRAMES:
-        qp = max(1, crf - CATCH_UP_QP_BELOW_CRF)
-        params += f":zones={gop_frames - CATCH_UP_FRAMES},{gop_frames - 1},q={qp}"
-    return {"preset": preset, "crf": str(crf), "x264-params": params}
+        if finer and gop_frames > CATCH_UP_FRAMES + 1:
+            zones.append(f"1,{gop_frames - CATCH_UP_FRAMES - 1},b={2 ** (-finer / 6):.4f}")
+        qp = max(1, crf - catch_up_qp_below)
+        zones.append(f"{gop_frames - CATCH_UP_FRAMES},{gop_frames - 1},q={qp}")
+    if i_frame_at_q0:
+        params += ":deadzone-intra=0"
+    if zones:
+        params += ":zones=" + "/".join(zones)
+    return {"preset": preset, "crf": str(crf - finer), "x264-params": params}
 
 
 def _rgb_frame(rgb: np.ndarray, pts: int, time_base: Fraction) -> av.VideoFrame:
