@@ -72,7 +72,12 @@ class SegmentActor:
     between them; `ping` answers on its own thread, `blend` runs on its own too.
 
     Started with max_concurrency=2 (RayExecutor), it encodes one segment while the model
-    renders the next: a GPU model's worker keeps its GPU busy while its CPU encodes."""
+    renders the next: a GPU model's worker keeps its GPU busy while its CPU encodes.
+
+    Every result names the process that made it (`made_by`): the driver tells a restarted
+    actor by a new name. A flag cleared by the first render after a restart would not do:
+    Ray may re-run a finished render to rebuild a result lost with a node, and nobody reads
+    that render's stats."""
 
     def __init__(self, backend: str, config: BackendConfig,
                  encoding: EncodeSettings | None = None) -> None:
@@ -80,16 +85,11 @@ class SegmentActor:
         self.encoding = encoding  # None: the stitcher encodes, raw frames travel to it
         self.model_lock = threading.Lock()  # one render at a time; encodes run beside it
         limit_threads(config.threads)
-        self.unreported_restart = was_restarted()
+        self.process = ray.get_runtime_context().get_worker_id()
 
-    def ready(self) -> None:
-        """Returns once the constructor (the model load) is done."""
-
-    def take_restart(self) -> bool:
-        """Whether this actor restarted and no result has said so yet (and now it has)."""
-        with self.model_lock:
-            restarted, self.unreported_restart = self.unreported_restart, False
-        return restarted
+    def ready(self) -> str:
+        """Returns once the constructor (the model load) is done: this process's name."""
+        return self.process
 
     @ray.method(concurrency_group="health")
     def ping(self) -> None:
@@ -107,15 +107,12 @@ class SegmentActor:
         # chain extenders condition on the last frames of the segment before.
         with self.model_lock:
             segment = self.stage.render(plan, keys)
-            restarted, self.unreported_restart = self.unreported_restart, False
         result: RenderedSegment | PackagedSegment = segment
         if self.encoding is not None:
             result = package_segment(segment.index, segment.frame_start, segment.frames,
                                      *overlaps, self.encoding, segment.model_seconds)
         info = rendered_stats(keys, segment, result if self.encoding is not None else None)
-        if restarted:
-            info = dataclasses.replace(info, restarted=(*info.restarted, "segment"))
-        return info, result
+        return dataclasses.replace(info, made_by=self.process), result
 
     @ray.method(concurrency_group="blend")
     def blend(self, before: PackagedSegment, after: PackagedSegment, blend: str) -> BlendedOverlap:

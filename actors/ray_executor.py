@@ -8,6 +8,7 @@ actor to actor and the driver only sees small stats.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -62,6 +63,8 @@ class RayExecutor(Executor):
         # is blended by the worker that rendered the segment after it, once both are done.
         self.blends_elsewhere = encoding is not None
         self._renders: dict[ray.ObjectRef, tuple[int, int]] = {}  # render -> (segment, worker)
+        self._infos: dict[ray.ObjectRef, int] = {}  # a render's stats -> its worker
+        self._processes: dict[int, set[str]] = {}  # worker -> the processes it has run in
         self._given: dict[int, ray.ObjectRef] = {}  # segment -> its render, given to the stitcher
         self._first = start.segment if start is not None else 0  # this stitcher's first segment
         self.here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
@@ -96,29 +99,40 @@ class RayExecutor(Executor):
         return start.segment
 
     def unreported_restarts(self) -> list[tuple[str, str]]:
-        parts = [("keyframe", self.keyframer), *(("segment", a) for w, a in
-                                                 enumerate(self.segment_actors) if w not in self.dropped)]
-        asked = [(part, actor.take_restart.remote()) for part, actor in parts]
+        asked = [("keyframe", None, self.keyframer.take_restart.remote()),
+                 *(("segment", w, a.ready.remote()) for w, a in enumerate(self.segment_actors)
+                   if w not in self.dropped)]
         found = []
         deadline = time.monotonic() + IDLE_CHECK_SECONDS
-        for part, ref in asked:
+        for part, worker, ref in asked:
             try:
-                if ray.get(ref, timeout=max(0.0, deadline - time.monotonic())):
-                    found.append((part, f"a {part} worker died while idle and was started again"))
+                answer = ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
             except (ray.exceptions.RayError, TimeoutError):
                 found.append((part, f"a {part} worker was lost while idle and is not running "
                                     "again (no node with room for it, or still starting)"))
+                continue
+            if answer is True or (worker is not None and self._new_process(worker, answer)):
+                found.append((part, f"a {part} worker died while idle and was started again"))
         return found
+
+    def _new_process(self, worker: int, process: str) -> bool:
+        """Whether `process` is one this worker had not run in before (it restarted)."""
+        seen = self._processes.setdefault(worker, set())
+        new = bool(seen) and process not in seen
+        seen.add(process)
+        return new
 
     @property
     def workers(self) -> int:
         return len(self.segment_actors)
 
     def start(self, job: dict[str, Any]) -> None:
-        refs = [self.keyframer.put_job.remote(job), self.stitcher.ready.remote(),
-                *[a.ready.remote() for a in self.segment_actors]]
+        workers = [a.ready.remote() for a in self.segment_actors]
+        refs = [self.keyframer.put_job.remote(job), self.stitcher.ready.remote(), *workers]
         try:
             ray.get(refs, timeout=START_TIMEOUT)
+            for worker, process in enumerate(ray.get(workers)):
+                self._new_process(worker, process)
         except ray.exceptions.GetTimeoutError:
             raise TimeoutError(
                 f"the workers did not start within {START_TIMEOUT:g} s (LVP_START_TIMEOUT): the "
@@ -136,6 +150,7 @@ class RayExecutor(Executor):
         overlaps = (self.timeline.shared_tail(k - 1) if k > 0 else 0, self.timeline.shared_tail(k))
         info, segment = self.segment_actors[worker].render.remote(plan, keys, after, overlaps)
         self._renders[segment] = (k, worker)
+        self._infos[info] = worker
         return info, segment
 
     def stitch(self, segment: ray.ObjectRef, shared_tail: int) -> ray.ObjectRef:
@@ -199,11 +214,19 @@ class RayExecutor(Executor):
 
     def drop_worker(self, worker: int) -> None:
         self._pings.pop(worker, None)
+        self._infos = {info: w for info, w in self._infos.items() if w != worker}
         self.dropped.add(worker)
         ray.kill(self.segment_actors[worker], no_restart=True)  # frees what it holds or waits for
 
     def get(self, handles: Sequence[ray.ObjectRef]) -> list[Any]:
-        return ray.get(list(handles)) if handles else []
+        """The results; a render's stats name its worker's restart, if its process is new."""
+        results = ray.get(list(handles)) if handles else []
+        for i, handle in enumerate(handles):
+            worker = self._infos.pop(handle, None)
+            info = results[i]
+            if worker is not None and self._new_process(worker, info.made_by):
+                results[i] = dataclasses.replace(info, restarted=(*info.restarted, "segment"))
+        return results
 
     def close(self) -> int:
         """Close the outputs, then the store; both are tried, the first failure is raised."""

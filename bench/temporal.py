@@ -96,7 +96,8 @@ CANDIDATES: dict[str, dict[str, Any] | None] = {
     # The settings before finer chroma and 4x4 transforms only (stitcher.sinks).
     "catch-up 8x8": {"current-": ":chroma-qp-offset=-6:8x8dct=0"},
     # The settings before the I frame at q0 (stitcher.sinks): I at crf - 20, catch-up at q4.
-    "I at crf-20": {"current with": {"i_frame_at_q0": False, "catch_up_qp_below": 19}},
+    "I at crf-20": {"current with": {"i_frame_at_q0": False, "no_deadzones": False,
+                                     "catch_up_qp_below": 19}},
     "current": None,
     # Reference only: no IDR after the first, so MP4 fragments and HLS segments could not
     # start at one; shows what spreading the intra refresh over the GOP does.

@@ -34,6 +34,9 @@ class SegmentRendered:
     # encoding, and the bytes it sent the stitcher (raw frames when it did not encode).
     encode_seconds: float = 0.0
     shipped_bytes: int = 0
+    # The worker process that rendered it (on Ray, its worker id): a new one for the same
+    # worker means that worker died and was started again.
+    made_by: str = ""
 
 
 class SeamFigure(Protocol):

@@ -75,8 +75,8 @@ IP_QP_OFFSET = 20
 
 
 def _x264_options(crf: int, preset: str, keyint: int, gop_frames: int | None = None,
-                  i_frame_at_q0: bool = True, catch_up_qp_below: int = CATCH_UP_QP_BELOW_CRF
-                  ) -> dict[str, str]:
+                  i_frame_at_q0: bool = True, no_deadzones: bool = True,
+                  catch_up_qp_below: int = CATCH_UP_QP_BELOW_CRF) -> dict[str, str]:
     """x264 settings for every sink; `gop_frames`: how many frames this encoder gets before
     the next IDR (a fresh encoder), when known. An IDR frame re-encodes the whole picture, and whatever
     the P frames before it left out (slow change, their coarser coding noise) shows as one
@@ -116,27 +116,33 @@ def _x264_options(crf: int, preset: str, keyint: int, gop_frames: int | None = N
       leave it coarser (crf above 20: q3 at the default crf 23, q8 at draft's 28), the encode
       runs at a crf that many steps lower and a zone gives the P frames back their bitrate
       (b=2^(-steps/6): their packets are the same size within 2%), so only the I frame and
-      the catch-up change. With deadzone-intra=0 (x264 rounds small intra coefficients to
-      zero, more noise in the textured subject) and the catch-up at q2 rather than q4 (it
-      lands on the source; the I frame's remaining noise is then the whole jump). IDR step
-      ratio, resting, tiny / procedural: default 2.31 -> 1.85 / 1.13 -> 0.98, draft 3.49 ->
-      1.89 / 2.45 -> 1.65. Bits: +15% to +19% (default), +20% to +42% (draft).
+      the catch-up change; the catch-up at q2 rather than q4 (it lands on the source, and the
+      I frame's own noise is then the whole jump). deadzone-intra=0, deadzone-inter=0
+      (`no_deadzones`): without trellis x264 rounds small coefficients to zero, so the I
+      frame re-codes the textured subject coarser than its quantiser and the catch-up
+      leaves part of the drift. IDR step ratio, resting, tiny / procedural: default 2.31 ->
+      1.85 / 1.13 -> 0.98, draft 3.49 -> 1.89 / 2.45 -> 1.65 (without deadzone-inter=0);
+      tiny over 8 seeds, the worst GOP position: mean 2.49 -> 1.91, max 2.79 -> 2.04, and
+      with deadzone-inter=0 max 1.84. Bits: +15% to +25% (default), +20% to +42% (draft).
     Not used, measured: ipratio=3 (resting 7.0), qcomp 0-0.2 (no gain once every GOP has its
-    own encoder), no-fast-pskip/no-dct-decimate, inter deadzones, deblock, psy-rd, trellis;
+    own encoder), no-fast-pskip/no-dct-decimate, deblock, psy-rd, trellis, a catch-up of
+    three frames or at q1;
     periodic intra refresh (HLS segments must start with an IDR); a longer or gradual
     catch-up (moving clips then jump where it starts), a single catch-up frame (the jump
     moves onto it); a zone on the I frame itself (x264 does not apply it there).
     """
     params = f"keyint={keyint}:scenecut=0:mbtree=0:ipratio=10:aq-mode=0:chroma-qp-offset=-6:8x8dct=0"
-    finer = max(0, crf - IP_QP_OFFSET) if i_frame_at_q0 else 0
+    finer = 0  # steps the crf is lowered by, for the I frame; a zone gives the P frames back
     zones = []
     if gop_frames is not None and gop_frames > CATCH_UP_FRAMES:
-        if finer and gop_frames > CATCH_UP_FRAMES + 1:
+        if i_frame_at_q0 and gop_frames > CATCH_UP_FRAMES + 1:
+            finer = max(0, crf - IP_QP_OFFSET)
+        if finer:
             zones.append(f"1,{gop_frames - CATCH_UP_FRAMES - 1},b={2 ** (-finer / 6):.4f}")
         qp = max(1, crf - catch_up_qp_below)
         zones.append(f"{gop_frames - CATCH_UP_FRAMES},{gop_frames - 1},q={qp}")
-    if i_frame_at_q0:
-        params += ":deadzone-intra=0"
+    if no_deadzones:
+        params += ":deadzone-intra=0:deadzone-inter=0"
     if zones:
         params += ":zones=" + "/".join(zones)
     return {"preset": preset, "crf": str(crf - finer), "x264-params": params}

@@ -168,7 +168,7 @@ def test_losing_a_node_mid_job_leaves_the_video_unchanged(tmp_path, room, idle):
         restarts = json.loads(out.with_suffix(".json").read_text())["restarts"]
         # The lost node's segment actor restarted (reported by its next result, or at the
         # end if it had none), or with no room anywhere was given up; nothing else restarted.
-        assert {r["part"] for r in restarts} == {"segment"}, restarts
+        assert {r["part"] for r in restarts} == {"segment"}, (restarts, err[-3000:])
         if not room:  # given up on, by a render that waited for it or at the end
             assert any("lost" in r["what"] for r in restarts), restarts
         assert "lvp: warning:" in err
