@@ -115,15 +115,15 @@ def _x264_options(crf: int, preset: str, keyint: int, gop_frames: int | None = N
     - The I frame at q0, x264's finest quantiser (`i_frame_at_q0`): where ipratio's 20 steps
       leave it coarser (crf above 20: q3 at the default crf 23, q8 at draft's 28), the encode
       runs at a crf that many steps lower and a zone gives the P frames back their bitrate
-      (b=2^(-steps/6): their packets are the same size within 2%), so only the I frame and
-      the catch-up change; the catch-up at q2 rather than q4 (it lands on the source, and the
-      I frame's own noise is then the whole jump). deadzone-intra=0, deadzone-inter=0
-      (`no_deadzones`): without trellis x264 rounds small coefficients to zero, so the I
-      frame re-codes the textured subject coarser than its quantiser and the catch-up
-      leaves part of the drift. IDR step ratio, resting, tiny / procedural: default 2.31 ->
-      1.85 / 1.13 -> 0.98, draft 3.49 -> 1.89 / 2.45 -> 1.65 (without deadzone-inter=0);
-      tiny over 8 seeds, the worst GOP position: mean 2.49 -> 1.91, max 2.79 -> 2.04, and
-      with deadzone-inter=0 max 1.84. Bits: +15% to +25% (default), +20% to +42% (draft).
+      (b=2^(-steps/6): with the deadzones unchanged, their packets kept their size within 2%),
+      so only the I frame and the catch-up change; the catch-up at q2 rather than q4 (it lands
+      on the source, and the I frame's own noise is then the whole jump). deadzone-intra=0,
+      deadzone-inter=0 (`no_deadzones`): without trellis x264 rounds small coefficients to zero,
+      so the I frame re-codes the textured subject coarser than its quantiser and the catch-up
+      leaves part of the drift. IDR step ratio, resting, tiny / procedural (bench/RESULTS.md,
+      "The I frame at q0"): default 2.32 -> 1.68 / 1.15 -> 0.91, live 2.47 -> 1.58 / 1.10 ->
+      0.85, draft 3.64 -> 1.59 / 2.64 -> 1.42; other calm prompts 0.81-1.03. Bits: +15% to +24%
+      (default, live), +23% to +40% (draft); encode CPU unchanged.
     Not used, measured: ipratio=3 (resting 7.0), qcomp 0-0.2 (no gain once every GOP has its
     own encoder), no-fast-pskip/no-dct-decimate, deblock, psy-rd, trellis, a catch-up of
     three frames or at q1;
