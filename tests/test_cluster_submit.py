@@ -151,13 +151,15 @@ def test_losing_a_node_mid_job_leaves_the_video_unchanged(tmp_path, room, idle):
                             if "ray::StitcherActor" in " ".join(p.cmdline()))
             stitcher.suspend()
             time.sleep(5)
-        # The node is gone: raylet, workers, all (Ray's workers have process groups of
-        # their own, so killing the node's group would leave its actors running).
-        for proc in [psutil.Process(worker.pid), *psutil.Process(worker.pid).children(recursive=True)]:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.kill()
-        if stitcher is not None:
-            stitcher.resume()
+        try:
+            # The node is gone: raylet, workers, all (Ray's workers have process groups of
+            # their own, so killing the node's group would leave its actors running).
+            for proc in [psutil.Process(worker.pid), *psutil.Process(worker.pid).children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    proc.kill()
+        finally:
+            if stitcher is not None:
+                stitcher.resume()
         try:
             _, err = job.communicate(timeout=300)
         except subprocess.TimeoutExpired:
