@@ -351,9 +351,6 @@ def _flicker(frames: np.ndarray, fps: int) -> list[float]:
     return out
 
 
-DRIFTING = ("drifting_left", "drifting_right")
-
-
 def motion_fidelity(backend: Backend, cfg: EvalConfig, keep: list | None = None) -> dict:
     """Does the subject move the way its prompt's motion moves in the world?
 
@@ -368,7 +365,7 @@ def motion_fidelity(backend: Backend, cfg: EvalConfig, keep: list | None = None)
     `keep` (a list) receives the 10-second clips' evaluation.motion.ClipResult.
     """
     from engine.audio_input import beat_envelope
-    from evaluation.motion import judge_against_world, measure_error, summarize
+    from evaluation.motion import ERRORS, judge_against_world, measure_error, summarize
 
     backdrops = ("night", "meadow", "day", "ocean", "sunset")
     clips, n = [], 0
@@ -405,10 +402,9 @@ def motion_fidelity(backend: Backend, cfg: EvalConfig, keep: list | None = None)
     return summarize(results) | {
         "motion_bounce_beat_sync": float(np.mean([c.judged.beat_sync for c in on_beat])),
         # In place of summarize's count on the 10-second clips.
-        "motion_drift_wraps_error": measure_error(wraps, DRIFTING, "drift_wraps"),
+        "motion_drift_wraps_error": measure_error(wraps, *ERRORS["drift_wraps"]),
         "motion_drift_wraps_per_minute": _per_minute([c.judged.drift_wraps for c in wraps], cfg),
         "motion_drift_wraps_per_minute_world": _per_minute([c.world.drift_wraps for c in wraps], cfg)}
-
 
 
 def _wrap_seconds(cfg: EvalConfig) -> float:
