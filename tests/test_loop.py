@@ -3,6 +3,8 @@ is lost before the stitcher reads it (on Ray: the node holding it died)."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from engine.executor import Done, LocalExecutor
@@ -30,7 +32,20 @@ class RenderLost(Exception):
     pass
 
 
-class LosesARender(LocalExecutor):
+class LosesRenders(LocalExecutor):
+    """A handle holding RenderLost fails as a Ray stitch does when its input is gone."""
+
+    def get(self, handles):
+        for handle in handles:
+            if isinstance(handle.value, RenderLost):
+                raise handle.value
+        return super().get(handles)
+
+    def lost_input(self, exc: BaseException) -> bool:
+        return isinstance(exc, RenderLost)
+
+
+class LosesARender(LosesRenders):
     """The first stitch of segment `lost` fails as a Ray stitch does when its input is gone."""
 
     def __init__(self, *args, lost: int) -> None:
@@ -45,42 +60,31 @@ class LosesARender(LocalExecutor):
             return Done(RenderLost(f"segment {index}"))
         return super().stitch(segment, shared_tail)
 
-    def get(self, handles):
-        for handle in handles:
-            if isinstance(handle.value, RenderLost):
-                raise handle.value
-        return super().get(handles)
 
-    def lost_input(self, exc: BaseException) -> bool:
-        return isinstance(exc, RenderLost)
-
-
-def _render(tmp_path, lost: int | None) -> tuple[np.ndarray, RunTotals, list[int]]:
+def _render(tmp_path, make_executor=LocalExecutor) -> tuple[np.ndarray, RunTotals, LocalExecutor]:
     spec = make_spec(tmp_path, duration=20.0, workdir=tmp_path / "work")
     timeline = make_timeline(spec)
     backend = create_backend(spec.model)
     sink = ListSink()
     with ReplayMemory(spec.workdir) as memory:
-        stages = (KeyframeStage(timeline, backend, memory), SegmentStage(backend),
-                  Stitcher([sink], blend="crossfade"), memory)
-        executor = LosesARender(*stages, lost=lost) if lost is not None else LocalExecutor(*stages)
+        executor = make_executor(KeyframeStage(timeline, backend, memory), SegmentStage(backend),
+                                 Stitcher([sink], blend="crossfade"), memory)
         totals = RunTotals(spec.fps)
         run_loop(timeline, executor, LoopConfig(in_flight=2), totals, JobClock())
         executor.stitcher.close()
-    stitched = executor.stitched if lost is not None else []
-    return np.concatenate(sink.chunks), totals, stitched
+    return np.concatenate(sink.chunks), totals, executor
 
 
 def test_a_render_lost_before_it_is_written_is_rendered_again(tmp_path):
-    reference, _, _ = _render(tmp_path / "a", lost=None)
-    frames, totals, stitched = _render(tmp_path / "b", lost=2)
+    reference, _, _ = _render(tmp_path / "a")
+    frames, totals, executor = _render(tmp_path / "b", partial(LosesARender, lost=2))
     assert np.array_equal(frames, reference)
-    assert stitched.count(2) == 2  # given to the stitcher again, once rendered again
+    assert executor.stitched.count(2) == 2  # given to the stitcher again, once rendered again
     assert [r["part"] for r in totals.restarts] == ["segment"]
     assert "segment 2 was lost" in totals.restarts[0]["what"]
 
 
-class StitchWaitsOnALostWorker(LocalExecutor):
+class StitchWaitsOnALostWorker(LosesRenders):
     """Two workers; the stitch of segment `held` waits on the worker that rendered it and that
     worker is gone (on Ray: its node died and no other node has room to restart it). Nothing is
     rendering then, so only a loop that asks about idle workers finds the loss."""
@@ -121,30 +125,11 @@ class StitchWaitsOnALostWorker(LocalExecutor):
         assert worker == self.lost_worker
         object.__setattr__(self.waiting, "value", RenderLost(f"segment {self.held}"))
 
-    def get(self, handles):
-        for handle in handles:
-            if isinstance(handle.value, RenderLost):
-                raise handle.value
-        return super().get(handles)
-
-    def lost_input(self, exc: BaseException) -> bool:
-        return isinstance(exc, RenderLost)
-
 
 def test_a_stitch_waiting_on_a_lost_idle_worker_does_not_hang_the_job(tmp_path):
-    reference, _, _ = _render(tmp_path / "a", lost=None)
-    spec = make_spec(tmp_path, duration=20.0, workdir=tmp_path / "work")
-    timeline = make_timeline(spec)
-    backend = create_backend(spec.model)
-    sink = ListSink()
-    with ReplayMemory(spec.workdir) as memory:
-        executor = StitchWaitsOnALostWorker(
-            KeyframeStage(timeline, backend, memory), SegmentStage(backend),
-            Stitcher([sink], blend="crossfade"), memory, held=1)
-        totals = RunTotals(spec.fps)
-        run_loop(timeline, executor, LoopConfig(in_flight=2), totals, JobClock())
-        executor.stitcher.close()
-    assert np.array_equal(np.concatenate(sink.chunks), reference)
+    reference, _, _ = _render(tmp_path / "a")
+    frames, totals, executor = _render(tmp_path / "b", partial(StitchWaitsOnALostWorker, held=1))
+    assert np.array_equal(frames, reference)
     assert executor.asked[0] == [0, 1]
     what = [r["what"] for r in totals.restarts]
     assert len(what) == 2, what
