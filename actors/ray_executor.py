@@ -228,9 +228,8 @@ class RayExecutor(Executor):
                 results[i] = dataclasses.replace(info, restarted=(*info.restarted, "segment"))
         return results
 
-    def close(self) -> int:
-        """Close the outputs, then the store; both are tried, the first failure is raised."""
-        try:
-            return ray.get(self.stitcher.close.remote())
-        finally:
-            ray.get(self.keyframer.close.remote())
+    def _close_outputs(self) -> int:
+        return ray.get(self.stitcher.close.remote())
+
+    def _close_ledger(self) -> None:
+        ray.get(self.keyframer.close.remote())

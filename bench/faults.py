@@ -163,7 +163,9 @@ def fault_plan(segments: int, every: int, skip: frozenset[str] = frozenset()) ->
     `skip`: actors ("segment", "keyframe", "stitcher") left alone."""
     plan = [Fault(k, "SegmentActor") for k in range(every, segments, every)]
     plan.append(Fault(max(1, every // 2), "KeyframeActor"))
-    plan.append(Fault(max(2, segments // 2 + every // 2), "StitcherActor"))
+    # Half way between two segment kills near the middle: the job still has half its
+    # segments to write, so the kill lands while the stitcher has work, not after its close.
+    plan.append(Fault(max(2, segments // 2 // every * every + every // 2), "StitcherActor"))
     plan = [f for f in plan if f.actor.removesuffix("Actor").lower() not in skip]
     return sorted(plan, key=lambda f: f.at_segment)
 
@@ -549,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kills", type=int, default=10, help="driver SIGKILLs (default: 10)")
     ap.add_argument("--seed", type=int, default=0, help="random kill points")
     ap.add_argument("--smoke", action="store_true",
-                    help="30 s renders, one pair, 2 driver kills: checks that it runs")
+                    help="60 s renders, one pair, 2 driver kills: checks that it runs")
     ap.add_argument("--json", type=Path, help="write every figure here")
     args = ap.parse_args(argv)
     for name in ("workers", "every", "repeat", "kills"):
@@ -559,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
         if not 5 <= getattr(args, name) <= 3600:
             ap.error(f"--{name.replace('_', '-')} must be 5 to 3600 seconds")
     if args.smoke:
-        args.actors_duration, args.every, args.repeat = 30.0, 2, 1
+        args.actors_duration, args.every, args.repeat = 60.0, 4, 1
         args.driver_duration, args.kills = 30.0, 2
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="lvp-faults-") as tmp:

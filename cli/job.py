@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import platform
-import signal
 import sys
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cli.failure import one_line
 from engine.executor import Executor, LocalExecutor
+from engine.interrupts import interrupts_deferred
 from engine.loop import LoopConfig, run_loop
 from engine.models.base import BackendConfig, create_backend
 from engine.spec import JobSpec, default_report
@@ -190,23 +188,6 @@ def _finish(spec: JobSpec, timeline: Timeline, totals: RunTotals, stats: StatLog
         report = build_report(spec, timeline, totals, clock.now(), status, error)
         write_report(spec, report)  # a full disk: the command line says it was not written
     return report
-
-
-@contextlib.contextmanager
-def interrupts_deferred() -> Iterator[None]:
-    """A second Ctrl-C while the outputs and the report are being finished is held until
-    they are done: the files must not be left half-written."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt
 
 
 def build_report(spec: JobSpec, timeline: Timeline, totals: RunTotals, wall: float,

@@ -47,8 +47,9 @@ Handle = Any  # an executor's reference to a result that may not exist yet
 
 
 class Executor(ABC):
-    """Where the stages run. Every method returns at once except `start`, `wait`, `get` and
-    `close`; a failure inside a stage surfaces from `get` (or `start`, `close`)."""
+    """Where the stages run. Every method returns at once except `start`, `wait`, `get`,
+    `finish_outputs` and `close`; a failure inside a stage surfaces from `get` (or `start`,
+    `finish_outputs`, `close`)."""
 
     # Failures after which `reopen_outputs` can carry on (a dead stitcher process); none here.
     output_failures: tuple[type[BaseException], ...] = ()
@@ -130,9 +131,31 @@ class Executor(ABC):
     def get(self, handles: Sequence[Handle]) -> list[Any]:
         """The results behind ready handles (raises a stage's failure)."""
 
-    @abstractmethod
+    _frames_out: int | None = None  # set once the outputs are finished
+
+    def finish_outputs(self) -> int:
+        """Write the outputs' last frames and trailers; frames written in all. The loop calls
+        this inside its retry: a stitcher that dies here (one of `output_failures`) is
+        replaced like one that dies mid-job, so a finished job always has whole files."""
+        if self._frames_out is None:
+            self._frames_out = self._close_outputs()
+        return self._frames_out
+
     def close(self) -> int:
-        """Finish the outputs and the ledger, whatever happened; frames written in all."""
+        """Finish the outputs (if the loop did not) and the ledger, whatever happened;
+        frames written in all."""
+        try:
+            return self.finish_outputs()
+        finally:
+            self._close_ledger()
+
+    @abstractmethod
+    def _close_outputs(self) -> int:
+        """Close the stitcher's sinks; frames they hold."""
+
+    @abstractmethod
+    def _close_ledger(self) -> None:
+        """Close the replay memory."""
 
 
 def _live_rewind(stitcher: Stitching) -> tuple[HLSSink, LiveCarry] | None:
@@ -224,8 +247,8 @@ class LocalExecutor(Executor):
     def get(self, handles: Sequence[Done]) -> list[Any]:
         return [h.value for h in handles]
 
-    def close(self) -> int:
-        try:
-            return self.stitcher.close()
-        finally:
-            self.ledger.close()
+    def _close_outputs(self) -> int:
+        return self.stitcher.close()
+
+    def _close_ledger(self) -> None:
+        self.ledger.close()

@@ -15,6 +15,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from engine.executor import Executor, Handle
+from engine.interrupts import interrupts_deferred
 from engine.stats import JobClock, SegmentRendered, StatLogger, StitchResult
 from engine.timeline import SegmentPlan, Timeline
 
@@ -51,6 +52,8 @@ def run_loop(timeline: Timeline, executor: Executor, cfg: LoopConfig, stats: Sta
     while True:
         try:
             loop.run()
+            with interrupts_deferred():  # inside the retry: a stitcher may die finishing them
+                executor.finish_outputs()
             for part, what in executor.unreported_restarts():
                 stats.restarted(part, what)
             return

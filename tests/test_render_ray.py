@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import av
 import numpy as np
+import psutil
 import pytest
 import ray
 
@@ -247,3 +248,40 @@ def test_tiny_model_renders_the_same_frames_on_ray_and_in_process(local_ray, tmp
         frames[executor], _ = decode_video(spec.out)
     assert frames["ray"].shape == (110, 64, 64, 3)
     assert np.array_equal(frames["ray"], frames["local"])
+
+
+def test_a_stitcher_killed_while_finishing_the_files_is_replaced(local_ray, tmp_path, monkeypatch):
+    """The stitcher dies after the last segment, before the MP4's last fragment and the
+    playlist's end are written: a new one reopens the outputs where whole, the loop makes the
+    missing end again, and both outputs equal an uninterrupted run's."""
+    import actors.ray_executor as ray_executor
+
+    class KillsItsStitcherOnce(ray_executor.RayExecutor):
+        def _close_outputs(self) -> int:
+            if not kills:
+                kills.append(self.stitcher)
+                # A real death: SIGKILL to the actor's process, waited for.
+                process = psutil.Process(ray.get(self.stitcher.__ray_call__.remote(
+                    lambda _: os.getpid())))
+                process.kill()
+                process.wait(timeout=30)
+            return super()._close_outputs()
+
+    kills: list = []
+    specs = {}
+    for name in ("ref", "killed"):
+        d = tmp_path / name
+        d.mkdir()
+        specs[name] = make_spec(d, duration=12.0, hls=d / "hls", hls_segment_seconds=2.0)
+        if name == "killed":
+            monkeypatch.setattr(ray_executor, "RayExecutor", KillsItsStitcherOnce)
+        report = run_job(specs[name], BeatTrack.metronome(specs[name].total_frames, 10))
+        assert report["status"] == "ok" and report["frames"] == 120
+    assert len(kills) == 1
+    restarts = report["restarts"]
+    assert [r["part"] for r in restarts] == ["stitcher"], restarts
+    assert "reopened" in restarts[0]["what"]
+    ref, killed = specs["ref"], specs["killed"]
+    assert killed.out.read_bytes() == ref.out.read_bytes()
+    assert (killed.hls / "stream.m3u8").read_text() == (ref.hls / "stream.m3u8").read_text()
+    assert "#EXT-X-ENDLIST" in (killed.hls / "stream.m3u8").read_text()
