@@ -12,10 +12,10 @@ import os
 import signal
 import socket
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cli import LAUNCHED
 from cli.metrics import DEFAULT_LINGER_SECONDS
 from engine.errors import InputError
 from engine.models.base import BACKENDS, DEFAULT_BACKEND
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "stream":
             from cli import stream
 
-            return stream.run(args, launched=time.time() - process_age())
+            return stream.run(args, launched=LAUNCHED)
         from cli import memory
 
         return memory.run(args)
@@ -335,26 +335,13 @@ def check_port_free(host: str, port: int) -> None:
                 from None
 
 
-def process_age() -> float:
-    """Seconds since this process started. Linux: its start tick against the uptime (both
-    since boot, 10 ms steps; psutil's create_time adds the boot time's whole-second rounding)."""
-    try:
-        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError):
-        import psutil
-
-        return max(0.0, time.time() - psutil.Process().create_time())
-
-
 def cmd_render(args: argparse.Namespace) -> int:
     from cli.render_args import spec_from_args
     from engine.schedule import printable
     from engine.stats import JobClock
 
     # Every time in the report counts from the launch: the user's clock started there.
-    clock = JobClock(launched=time.time() - process_age())
+    clock = JobClock(launched=LAUNCHED)
     spec = spec_from_args(args)
     if args.metrics_port is not None:
         check_port_free(args.metrics_host, args.metrics_port)

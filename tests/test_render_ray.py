@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -229,6 +230,24 @@ def test_report_and_metrics_agree_with_a_clock_outside_the_process(tmp_path):
     assert first_ts is not None
     assert abs(report["first_segment_seconds"] - first_ts) < max(2.0, 0.25 * first_ts)
     assert report["realtime_factor"] == pytest.approx(12.0 / report["wall_seconds"])
+
+
+@pytest.mark.subprocess
+def test_the_report_clock_starts_with_lvp_not_with_the_shell_that_execs_it(tmp_path):
+    """`bash -c "setup && lvp render ..."` runs lvp by exec in the shell's own process, which
+    has lived through the setup: those seconds are not lvp's."""
+    out = tmp_path / "exec.mp4"
+    render = shlex.join([sys.executable, "-m", "cli", "render", "--prompt", "a red circle at night",
+                         "--model", "procedural", "--duration", "4", "--fps", "10", "--size",
+                         "64x64", "--executor", "local", "--quiet", "--out", str(out)])
+    began = time.monotonic()
+    proc = subprocess.run(["bash", "-c", f"sleep 4 && exec {render}"], capture_output=True,
+                          text=True, timeout=120)
+    total = time.monotonic() - began
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert 0 < report["wall_seconds"] <= total - 4 + 0.2, (report["wall_seconds"], total)
+    assert report["startup_seconds"] < report["wall_seconds"]
 
 
 @pytest.mark.slow
