@@ -149,9 +149,9 @@ def test_deterministic(click_wav: Path) -> None:
 def test_zero_and_many_frames(click_wav: Path) -> None:
     assert beat_envelope(click_wav, fps=30, n_frames=0).shape == (0,)
     n = 24 * 3600 * 60  # 24 h at 60 fps from a 4 s loop
-    start = time.perf_counter()
+    start = time.process_time()  # CPU seconds: time spent waiting on a busy machine is not ours
     env = beat_envelope(click_wav, fps=60, n_frames=n)
-    assert time.perf_counter() - start < 10
+    assert time.process_time() - start < 10
     _check_shape(env, n)
     # Exactly periodic: 4 s of audio is 240 frames.
     np.testing.assert_array_equal(env[240:480], env[n - 240 :])
@@ -179,9 +179,9 @@ def test_check_audio_is_quick_on_long_file(tmp_path: Path) -> None:
         w.setsampwidth(2)
         w.setframerate(8000)
         w.writeframes(bytes(2 * 8000 * 1200))
-    start = time.perf_counter()
+    start = time.process_time()
     assert check_audio(p) == pytest.approx(1200.0)
-    assert time.perf_counter() - start < 0.5
+    assert time.process_time() - start < 0.5
 
 
 # --- rejection -------------------------------------------------------------------------------

@@ -216,12 +216,12 @@ def test_huge_png_rejected_fast(tmp_path: Path) -> None:
     _write_png(p, 20000, 20000, idat)
     assert p.stat().st_size < 200_000
 
-    start = time.perf_counter()
+    start = time.process_time()  # CPU seconds: time spent waiting on a busy machine is not ours
     with pytest.raises(InputError) as exc:
         check_image(p)
     with pytest.raises(InputError):
         load_image(p, (64, 64))
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < 1.0
     _assert_one_line_error(exc, p, "too large")
 
 
@@ -230,10 +230,10 @@ def test_over_our_limit_but_under_pillows(tmp_path: Path) -> None:
     assert MAX_PIXELS < 8000 * 7000 < Image.MAX_IMAGE_PIXELS
     p = tmp_path / "large.png"
     _write_png(p, 8000, 7000, zlib.compress(b"\0" * 1001))  # IDAT never gets read
-    start = time.perf_counter()
+    start = time.process_time()
     with pytest.raises(InputError) as exc:
         check_image(p)
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < 1.0
     _assert_one_line_error(exc, p, "too large", "8000x7000")
 
 
