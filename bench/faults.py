@@ -408,8 +408,13 @@ def run_until(cmd: list[str], target: float | None, resumed_from: int) -> Driver
     return DriverRun(proc, "".join(err), seen, last, killed, seconds)
 
 
+# Where the driver kills fall, as fractions of the video. A smoke's render is short: a kill
+# late in it could come after the last frame.
+KILL_SPAN, SMOKE_KILL_SPAN = (0.03, 0.97), (0.1, 0.5)
+
+
 def part_driver(tmp: Path, duration: float, model: str, workers: int, kills: int,
-                seed: int, span: tuple[float, float] = (0.03, 0.97)) -> dict:
+                seed: int, span: tuple[float, float] = KILL_SPAN) -> dict:
     """SIGKILL lvp `kills` times at frames drawn evenly over `span` of the video (fractions),
     each time running the same command again; then once more to the end."""
     ref, out = tmp / "driver_ref.mp4", tmp / "driver.mp4"
@@ -575,8 +580,7 @@ def main(argv: list[str] | None = None) -> int:
             print_actors(results["actors"])
         if args.part in ("driver", "all"):
             print("\nDriver kills ...", flush=True)
-            # A smoke's render is short: a kill late in it could come after the last frame.
-            span = (0.1, 0.5) if args.smoke else (0.03, 0.97)
+            span = SMOKE_KILL_SPAN if args.smoke else KILL_SPAN
             results["driver"] = part_driver(Path(tmp), args.driver_duration, args.model,
                                             args.workers, args.kills, args.seed, span)
             print_driver(results["driver"])

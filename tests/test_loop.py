@@ -70,8 +70,7 @@ def _render(tmp_path, make_executor=LocalExecutor) -> tuple[np.ndarray, RunTotal
         executor = make_executor(KeyframeStage(timeline, backend, memory), SegmentStage(backend),
                                  Stitcher([sink], blend="crossfade"), memory)
         totals = RunTotals(spec.fps)
-        run_loop(timeline, executor, LoopConfig(in_flight=2), totals, JobClock())
-        executor.stitcher.close()
+        run_loop(timeline, executor, LoopConfig(in_flight=2), totals, JobClock())  # closes the sink
     return np.concatenate(sink.chunks), totals, executor
 
 
